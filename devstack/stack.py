@@ -1,0 +1,184 @@
+"""The deployed topology on one machine: DynamoDB (moto or DynamoDB Local) with
+the template's tables, SSM parameters for the Stripe secrets, one warm runtime
+per function, stream pollers, schedules and the HTTP gateway."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devstack.dynamodb import EmbeddedMoto, client, create_tables
+from devstack.gateway import Gateway, LocalRequest
+from devstack.cfn import TemplateError
+from devstack.runtime import FunctionError, FunctionRuntime
+from devstack.template import FunctionSpec, Stack
+
+ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger("devstack")
+
+
+class StartupError(Exception):
+    """The stack cannot start; the message is the one line to show."""
+
+
+@dataclass
+class Settings:
+    port: int = 3000
+    host: str = "127.0.0.1"
+    template: Path = ROOT / "template.yaml"
+    stripe_api_key: str | None = None
+    webhook_secrets: str = "whsec_local_dev"
+    meter_api: str = "v1"
+    dynamodb_endpoint: str | None = None
+    concurrency: int = 4
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
+        raw_port = env.get("PORT", "3000")
+        if not raw_port.isdigit() or not 0 <= int(raw_port) < 65536:
+            raise StartupError(f"PORT must be a port number, got {raw_port!r}")
+        meter_api = env.get("METER_API", "v1")
+        if meter_api not in ("v1", "v2"):
+            raise StartupError(f"METER_API must be v1 or v2, got {meter_api!r}")
+        return cls(
+            port=int(raw_port),
+            template=Path(env.get("TEMPLATE", str(ROOT / "template.yaml"))),
+            stripe_api_key=env.get("STRIPE_API_KEY") or None,
+            webhook_secrets=env.get("STRIPE_WEBHOOK_SECRET") or "whsec_local_dev",
+            meter_api=meter_api,
+            dynamodb_endpoint=env.get("DYNAMODB_ENDPOINT_URL") or None,
+            concurrency=int(env.get("LOCAL_CONCURRENCY", "4")),
+        )
+
+
+class LocalStack:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        try:
+            self.stack = Stack(settings.template, parameters={"MeterApi": settings.meter_api})
+        except TemplateError as exc:
+            raise StartupError(str(exc)) from None
+        self.moto: EmbeddedMoto | None = None
+        self.gateway: Gateway | None = None
+        self.runtimes: dict[str, FunctionRuntime] = {}
+        self.functions: list[FunctionSpec] = []
+        self.stream_arns: dict[str, str] = {}
+        self.services: list[Any] = []  # things with start()/stop(): pollers, schedules
+        self.ddb_endpoint = ""
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> LocalStack:
+        s = self.settings
+        # Bind the port first: a port in use must fail before anything starts.
+        try:
+            self.gateway = Gateway([], self.invoke, s.host, s.port)
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {s.host}:{s.port}: {exc.strerror}") from None
+        try:
+            self._start()
+        except (TemplateError, RuntimeError, FunctionError) as exc:
+            self.stop()
+            raise StartupError(str(exc)) from None
+        return self
+
+    def _start(self) -> None:
+        assert self.gateway is not None
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self.moto = EmbeddedMoto()
+        self.moto.start()
+        self.ddb_endpoint = self.settings.dynamodb_endpoint or self.moto.url
+        self.stream_arns = create_tables(self.ddb_endpoint, self.stack.tables())
+        self._put_parameters()
+        self.functions = self.stack.functions(self.stream_arns)
+        env = self.function_env()
+        for spec in self.functions:
+            self.runtimes[spec.logical_id] = FunctionRuntime(spec, env, self.settings.concurrency)
+        self.gateway.set_routes([r for f in self.functions for r in f.routes])
+        self._register_local_routes()
+        with ThreadPoolExecutor(max_workers=len(self.runtimes) or 1) as pool:
+            for error in [f.exception() for f in [pool.submit(r.warm) for r in self.runtimes.values()]]:
+                if error is not None:
+                    raise error
+        self._start_services()
+        self.gateway.start()
+
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+        self.services.clear()
+        if self.gateway is not None:
+            self.gateway.stop()
+            self.gateway = None
+        for runtime in self.runtimes.values():
+            runtime.close()
+        if self.moto is not None:
+            self.moto.stop()
+            self.moto = None
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- wiring ----------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        assert self.gateway is not None
+        return self.gateway.url
+
+    def function_env(self) -> dict[str, str]:
+        """What the stack adds to each function's template environment."""
+        assert self.moto is not None
+        env = {
+            # boto3 and botocore honour service-specific endpoint variables,
+            # so the deployed code reaches the local services unchanged.
+            "AWS_ENDPOINT_URL_DYNAMODB": self.ddb_endpoint,
+            "AWS_ENDPOINT_URL_DYNAMODBSTREAMS": self.ddb_endpoint,
+            "AWS_ENDPOINT_URL_SSM": self.moto.url,
+            "AWS_ENDPOINT_URL_SQS": self.moto.url,
+            # No X-Ray daemon and no CloudWatch agent on a laptop.
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_METRICS_DISABLED": "true",
+            "BILLING_LOCAL_STACK": "1",
+        }
+        env.update(self.settings.extra_env)
+        return env
+
+    def _put_parameters(self) -> None:
+        assert self.moto is not None
+        ssm = client(self.moto.url, "ssm")
+        resolver = self.stack.resolver()
+        names = {p: resolver.resolve({"Ref": p}) for p in ("StripeWebhookSecretsParameter", "StripeApiKeyParameter")
+                 if p in (self.stack.doc.get("Parameters") or {})}
+        if "StripeWebhookSecretsParameter" in names:
+            ssm.put_parameter(Name=names["StripeWebhookSecretsParameter"], Value=self.settings.webhook_secrets,
+                              Type="SecureString", Overwrite=True)
+        if self.settings.stripe_api_key and "StripeApiKeyParameter" in names:
+            ssm.put_parameter(Name=names["StripeApiKeyParameter"], Value=self.settings.stripe_api_key,
+                              Type="SecureString", Overwrite=True)
+
+    def _start_services(self) -> None:
+        """Stream pollers and schedules for every mapping the template declares."""
+
+    def _register_local_routes(self) -> None:
+        assert self.gateway is not None
+        self.gateway.router.add_local("GET", "/_local/functions", self._list_functions)
+
+    def _list_functions(self, request: LocalRequest, params: dict[str, str]) -> tuple[int, Any]:
+        return 200, {"data": [
+            {"function": f.logical_id, "routes": [f"{r.method} {r.path}" for r in f.routes],
+             "streams": [m.name for m in f.streams], "schedules": [s.name for s in f.schedules],
+             "invocations": self.runtimes[f.logical_id].invocations}
+            for f in self.functions]}
+
+    def invoke(self, function: str, event: dict[str, Any]) -> Any:
+        return self.runtimes[function].invoke(event)

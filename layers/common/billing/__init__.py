@@ -1,0 +1,1 @@
+"""billing-functions' shared package: domain logic, data access and the processor."""

@@ -1,0 +1,1 @@
+"""The REST API: one Powertools resolver, routers per resource, one error mapping."""

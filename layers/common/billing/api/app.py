@@ -1,0 +1,53 @@
+"""The API function's resolver with every router included."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+
+from billing.api import errors, health
+from billing.api.schemas import ErrorBody
+
+TITLE = "billing-functions"
+VERSION = "0.1.0"
+
+app = APIGatewayRestResolver(enable_validation=True)
+errors.register(app)
+app.include_router(health.router)
+
+
+def _contract_errors(doc: dict[str, Any]) -> dict[str, Any]:
+    """Document the errors this API really returns.
+
+    Powertools describes its own 422 body (HTTPValidationError); our error
+    mapping answers every error in the contract's shape instead.
+    """
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    error_schema = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(error_schema.pop("$defs", {}))
+    schemas["ErrorBody"] = error_schema
+    ref = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    for operations in doc.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            for status, response in responses.items():
+                if str(status).startswith(("4", "5")):
+                    response["content"] = ref
+            if "422" in responses:
+                responses["422"]["description"] = "Validation error"
+    return doc
+
+
+@cache
+def openapi_json() -> str:
+    doc = json.loads(app.get_openapi_json_schema(
+        title=TITLE,
+        version=VERSION,
+        description="Stripe billing on AWS: customers, usage metering, webhooks, promotion codes.",
+    ))
+    return json.dumps(_contract_errors(doc))

@@ -1,0 +1,67 @@
+"""The one place where errors become HTTP responses in the contract's shape:
+`{"error": {"type", "message", "details"}}`. Nothing here echoes a request
+body or a processor payload back, or into a log."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
+
+from billing.errors import ConfigurationError, DomainError
+from billing.observability import logger
+
+
+def error_response(status: int, type_: str, message: str, details: dict[str, Any] | None = None) -> Response[str]:
+    body = {"error": {"type": type_, "message": message, "details": details or {}}}
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps(body))
+
+
+def _field_errors(errors: list[Any]) -> list[dict[str, str]]:
+    """Pydantic's errors without their `input`: where and why, never the value."""
+    out = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ())]
+        out.append({"field": ".".join(loc), "type": str(err.get("type", "invalid")), "message": str(err.get("msg", ""))})
+    return out
+
+
+def register(app: APIGatewayRestResolver) -> None:
+    @app.exception_handler(DomainError)
+    def _domain(exc: DomainError) -> Response[str]:
+        return error_response(exc.status, exc.error_type, exc.message, exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    def _validation(exc: RequestValidationError) -> Response[str]:
+        errors = list(exc.errors())
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return error_response(400, "bad_request", "request body is not valid JSON")
+        fields = _field_errors(errors)
+        names = ", ".join(sorted({f["field"] for f in fields}))
+        return error_response(422, "validation_error", f"invalid request: {names}", {"errors": fields})
+
+    @app.exception_handler(RequestUnsupportedContentType)
+    def _content_type(exc: RequestUnsupportedContentType) -> Response[str]:
+        return error_response(415, "unsupported_media_type", "send the body as application/json")
+
+    @app.not_found
+    def _not_found(exc: NotFoundError) -> Response[str]:
+        event = app.current_event
+        return error_response(404, "not_found", f"no route for {event.http_method} {event.path}")
+
+    @app.exception_handler(ConfigurationError)
+    def _config(exc: ConfigurationError) -> Response[str]:
+        logger.error("function is misconfigured", extra={"reason": str(exc)})
+        return error_response(500, "internal_error", "the service is misconfigured")
+
+    @app.exception_handler(Exception)
+    def _unexpected(exc: Exception) -> Response[str]:
+        # The traceback goes to the log; the caller gets no internals.
+        logger.exception("unhandled error", extra={"error_type": type(exc).__name__})
+        return error_response(500, "internal_error", "internal error")

@@ -1,0 +1,98 @@
+"""The CloudFormation-aware loader and resolver that read template.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from devstack.cfn import Resolver, TemplateError, load_template
+from devstack.template import Stack
+
+ROOT = Path(__file__).resolve().parents[2]
+
+TEMPLATE = """
+Parameters:
+  Stage: {Type: String, Default: live}
+  Env: {Type: String, Default: dev}
+Conditions:
+  IsProd: !Equals [!Ref Env, prod]
+  NotProd: !Not [!Condition IsProd]
+Mappings:
+  Sizes: {dev: {mem: 128}, prod: {mem: 1024}}
+Resources:
+  T:
+    Type: AWS::DynamoDB::Table
+    Properties:
+      TableName: !Sub "${AWS::StackName}-t-${Stage}"
+      Extra: !If [IsProd, big, !Ref AWS::NoValue]
+      Mem: !FindInMap [Sizes, !Ref Env, mem]
+      Arn: !GetAtt T.Arn
+      Joined: !Join ["-", [a, !Ref Stage, !Select [1, [x, y, z]]]]
+      Parts: !Split [",", "a,b"]
+      Escaped: !Sub "${!Literal}"
+      Both: !And [!Condition NotProd, !Or [!Equals [1, 1], !Equals [1, 2]]]
+"""
+
+
+def test_short_tags_load_as_long_forms(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(TEMPLATE)
+    doc = load_template(path)
+    props = doc["Resources"]["T"]["Properties"]
+    assert props["Arn"] == {"Fn::GetAtt": ["T", "Arn"]}
+    assert props["TableName"] == {"Fn::Sub": "${AWS::StackName}-t-${Stage}"}
+
+
+@pytest.mark.parametrize("env, extra, mem, both", [("dev", None, 128, True), ("prod", "big", 1024, False)])
+def test_resolver_evaluates_intrinsics(tmp_path: Path, env: str, extra: str | None, mem: int, both: bool) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(TEMPLATE)
+    doc = load_template(path)
+    r = Resolver(doc, {"Env": env}, attrs={("T", "Arn"): "arn:t"}, stack_name="s")
+    props = r.resolve(doc["Resources"]["T"]["Properties"])
+    assert props["TableName"] == "s-t-live"
+    assert props.get("Extra") == extra
+    assert props["Mem"] == mem
+    assert props["Arn"] == "arn:t"
+    assert props["Joined"] == "a-live-y"
+    assert props["Parts"] == ["a", "b"]
+    assert props["Escaped"] == "${Literal}"
+    assert props["Both"] is both
+
+
+def test_unknown_reference_is_one_clear_error(tmp_path: Path) -> None:
+    r = Resolver({"Resources": {}})
+    with pytest.raises(TemplateError, match="!Ref Missing"):
+        r.resolve({"Ref": "Missing"})
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "cannot read template"),
+    ("Resources: [unclosed", "not valid YAML at line"),
+    ("Description: nothing\n", "no Resources section"),
+])
+def test_bad_templates_fail_with_one_line(tmp_path: Path, content: str | None, message: str) -> None:
+    path = tmp_path / "t.yaml"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(TemplateError, match=message) as info:
+        load_template(path)
+    assert "\n" not in str(info.value)
+
+
+def test_project_template_resolves_routes_tables_and_environment() -> None:
+    stack = Stack(ROOT / "template.yaml", stack_name="x")
+    tables = {t.logical_id: t for t in stack.tables()}
+    assert {"CustomersTable", "MeterEventsTable", "WebhookEventsTable", "EventsTable"} <= set(tables)
+    assert tables["CustomersTable"].name == "x-CustomersTable"
+    functions = {f.logical_id: f for f in stack.functions()}
+    api = functions["ApiFunction"]
+    assert api.code_dir == ROOT / "functions" / "api"
+    assert api.layer_dirs == [ROOT / "layers" / "common"]
+    # Globals and the function's own variables are merged, as SAM does.
+    assert api.environment["POWERTOOLS_SERVICE_NAME"] == "api"
+    assert api.environment["POWERTOOLS_METRICS_NAMESPACE"] == "BillingFunctions"
+    routes = {(r.method, r.path): r.auth for r in api.routes}
+    assert routes[("GET", "/v1/health")] == "NONE"
+    assert routes[("GET", "/v1/openapi.json")] == "AWS_IAM"

@@ -1,0 +1,52 @@
+"""`python -m devstack run` fails at start with one clear line on bad configuration."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_devstack(env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **env_extra}
+    return subprocess.run([sys.executable, "-m", "devstack", "run"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def assert_one_line_failure(result: subprocess.CompletedProcess[str], fragment: str) -> None:
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("devstack: ")
+    assert fragment in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_port_in_use() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        result = run_devstack({"PORT": str(port)})
+    assert_one_line_failure(result, f"cannot listen on 127.0.0.1:{port}")
+
+
+def test_unreadable_template(tmp_path: Path) -> None:
+    assert_one_line_failure(run_devstack({"TEMPLATE": str(tmp_path / "missing.yaml")}), "cannot read template")
+
+
+def test_reference_to_a_missing_table(tmp_path: Path) -> None:
+    text = (ROOT / "template.yaml").read_text().replace(
+        "POWERTOOLS_SERVICE_NAME: api", "POWERTOOLS_SERVICE_NAME: api\n          X_TABLE: !Ref NoSuchTable")
+    path = tmp_path / "template.yaml"
+    path.write_text(text.replace("CodeUri: functions/", f"CodeUri: {ROOT}/functions/").replace(
+        "ContentUri: layers/", f"ContentUri: {ROOT}/layers/"))
+    assert_one_line_failure(run_devstack({"TEMPLATE": str(path), "PORT": "0"}), "!Ref NoSuchTable")
+
+
+def test_bad_port_value() -> None:
+    assert_one_line_failure(run_devstack({"PORT": "http"}), "PORT must be a port number")
