@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -231,7 +231,7 @@ class Resolver:
     def _unsupported(self, arg: Any) -> Any:
         raise TemplateError("template uses an intrinsic the local stack cannot evaluate")
 
-    _FUNCTIONS: dict[str, Callable[[Resolver, Any], Any]] = {
+    _FUNCTIONS: ClassVar[dict[str, Callable[[Resolver, Any], Any]]] = {
         "Ref": _ref,
         "Fn::GetAtt": _get_att,
         "Fn::Sub": _sub,

@@ -42,7 +42,8 @@ class EmbeddedMoto:
 
 
 def client(endpoint_url: str, service: str = "dynamodb") -> Any:
-    return boto3.client(
+    # The service name is a runtime string; the stubs type one overload per literal.
+    return boto3.client(  # type: ignore[call-overload]
         service, endpoint_url=endpoint_url, region_name=REGION,
         aws_access_key_id="local", aws_secret_access_key="local", config=_CLIENT_CONFIG,
     )
@@ -58,11 +59,12 @@ def create_table_request(spec: TableSpec) -> dict[str, Any]:
         "BillingMode": p.get("BillingMode", "PROVISIONED"),
     }
     if req["BillingMode"] == "PROVISIONED":
-        req["ProvisionedThroughput"] = p.get("ProvisionedThroughput") or {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5}
+        req["ProvisionedThroughput"] = p.get("ProvisionedThroughput") or {
+            "ReadCapacityUnits": 5, "WriteCapacityUnits": 5}
     for key in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes"):
         if p.get(key):
-            req[key] = [{k: v for k, v in ix.items() if k in ("IndexName", "KeySchema", "Projection", "ProvisionedThroughput")}
-                        for ix in p[key]]
+            wanted = ("IndexName", "KeySchema", "Projection", "ProvisionedThroughput")
+            req[key] = [{k: v for k, v in ix.items() if k in wanted} for ix in p[key]]
     stream = p.get("StreamSpecification")
     if stream:
         req["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": stream["StreamViewType"]}

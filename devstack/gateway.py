@@ -75,7 +75,7 @@ class Router:
         regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path) + "$")
         self.local.append((method.upper(), regex, handler))
 
-    def match(self, method: str, path: str) -> tuple[ApiRoute, dict[str, str]] | None | str:
+    def match(self, method: str, path: str) -> tuple[ApiRoute, dict[str, str]] | str | None:
         """The route and its path parameters; "method" if the path exists for other methods only."""
         path_seen = False
         for compiled in self.routes:

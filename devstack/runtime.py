@@ -59,13 +59,14 @@ class LambdaContext:
 # -- inside the worker process ---------------------------------------------------
 
 _handler: Any = None
+_init_error: str | None = None
 _name = ""
 _memory = 128
 
 
 def _worker_init(code_dir: str, layer_dirs: list[str], handler: str, env: dict[str, str],
                  name: str, memory: int) -> None:
-    global _handler, _name, _memory
+    global _handler, _init_error, _name, _memory
     kept = {k: os.environ[k] for k in _KEEP_FROM_HOST if k in os.environ}
     os.environ.clear()
     os.environ.update(kept)
@@ -78,11 +79,17 @@ def _worker_init(code_dir: str, layer_dirs: list[str], handler: str, env: dict[s
         sys.path.insert(0, path)
     module_name, _, attr = handler.rpartition(".")
     _name, _memory = name, memory
-    module = importlib.import_module(module_name)
-    _handler = getattr(module, attr)
+    try:
+        module = importlib.import_module(module_name)
+        _handler = getattr(module, attr)
+    except Exception as exc:  # noqa: BLE001 - reported as Lambda reports an init error
+        # Keep the worker alive so the stack can say why, in one line.
+        _init_error = f"{type(exc).__name__}: {exc}"
 
 
 def _worker_invoke(event: Any, timeout_s: int) -> tuple[str, Any]:
+    if _init_error is not None:
+        return "error", {"errorType": "Runtime.ImportModuleError", "errorMessage": _init_error, "stackTrace": ""}
     context = LambdaContext(
         function_name=_name,
         memory_limit_in_mb=_memory,
@@ -100,8 +107,8 @@ def _worker_invoke(event: Any, timeout_s: int) -> tuple[str, Any]:
         }
 
 
-def _worker_ping() -> int:
-    return os.getpid()
+def _worker_ping() -> str | None:
+    return _init_error
 
 
 # -- in the local stack -------------------------------------------------------------
@@ -146,10 +153,13 @@ class FunctionRuntime:
     def warm(self) -> None:
         """Start one worker and import the handler (a cold start), or raise."""
         try:
-            self._executor().submit(_worker_ping).result(timeout=60)
+            error = self._executor().submit(_worker_ping).result(timeout=60)
         except BrokenProcessPool:
             self._reset()
-            raise FunctionError("InitError", f"{self.spec.logical_id}: the handler failed to import") from None
+            raise FunctionError("InitError", f"{self.spec.logical_id}: its worker process died at start") from None
+        if error is not None:
+            self._reset()
+            raise FunctionError("InitError", f"{self.spec.logical_id} failed to start: {error}")
 
     def _reset(self) -> None:
         with self._lock:

@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devstack.cfn import TemplateError
 from devstack.dynamodb import EmbeddedMoto, client, create_tables
 from devstack.gateway import Gateway, LocalRequest
-from devstack.cfn import TemplateError
 from devstack.runtime import FunctionError, FunctionRuntime
+from devstack.schedules import ScheduleRunner
+from devstack.streams import OnFailureLog, StreamSupervisor
 from devstack.template import FunctionSpec, Stack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,6 +72,9 @@ class LocalStack:
         self.functions: list[FunctionSpec] = []
         self.stream_arns: dict[str, str] = {}
         self.services: list[Any] = []  # things with start()/stop(): pollers, schedules
+        self.on_failure = OnFailureLog()
+        self.streams: StreamSupervisor | None = None
+        self.schedules: ScheduleRunner | None = None
         self.ddb_endpoint = ""
 
     # -- lifecycle -----------------------------------------------------------------
@@ -83,9 +88,9 @@ class LocalStack:
             raise StartupError(f"cannot listen on {s.host}:{s.port}: {exc.strerror}") from None
         try:
             self._start()
-        except (TemplateError, RuntimeError, FunctionError) as exc:
+        except (TemplateError, RuntimeError, FunctionError, ValueError) as exc:
             self.stop()
-            raise StartupError(str(exc)) from None
+            raise StartupError(exc.message if isinstance(exc, FunctionError) else str(exc)) from None
         return self
 
     def _start(self) -> None:
@@ -168,10 +173,32 @@ class LocalStack:
 
     def _start_services(self) -> None:
         """Stream pollers and schedules for every mapping the template declares."""
+        assert self.moto is not None
+        invokers = {lid: runtime.invoke for lid, runtime in self.runtimes.items()}
+        self.streams = StreamSupervisor(self.functions, self.stream_arns, invokers, self.ddb_endpoint,
+                                        sqs_endpoint_url=self.moto.url, on_failure_log=self.on_failure)
+        self.streams.start()
+        self.services.append(self.streams)
+        self.schedules = ScheduleRunner(self.functions, invokers, stack_name=self.stack.stack_name)
+        self.schedules.start()
+        self.services.append(self.schedules)
+
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Wait until every stream record written so far was delivered or dead-lettered."""
+        return self.streams is None or self.streams.drain_all(timeout)
 
     def _register_local_routes(self) -> None:
         assert self.gateway is not None
         self.gateway.router.add_local("GET", "/_local/functions", self._list_functions)
+        self.gateway.router.add_local("GET", "/_local/on-failure", self._on_failure_records)
+        self.gateway.router.add_local("POST", "/_local/schedules/{name}/trigger", self._trigger_schedule)
+
+    def _on_failure_records(self, request: LocalRequest, params: dict[str, str]) -> tuple[int, Any]:
+        return 200, {"data": self.on_failure.records()}
+
+    def _trigger_schedule(self, request: LocalRequest, params: dict[str, str]) -> tuple[int, Any]:
+        assert self.schedules is not None
+        return 200, {"result": self.schedules.trigger(params["name"])}
 
     def _list_functions(self, request: LocalRequest, params: dict[str, str]) -> tuple[int, Any]:
         return 200, {"data": [

@@ -201,7 +201,7 @@ class Stack:
                 elif etype == "DynamoDB":
                     stream = str(ep["Stream"])
                     if stream not in table_by_stream:
-                        raise TemplateError(f"{lid}.{ev_name}: stream {stream} is not a table's stream in this template")
+                        raise TemplateError(f"{lid}.{ev_name}: stream {stream} is not a table's stream here")
                     patterns = tuple(
                         json.loads(f["Pattern"]) if isinstance(f.get("Pattern"), str) else f.get("Pattern", {})
                         for f in (ep.get("FilterCriteria") or {}).get("Filters") or []

@@ -22,3 +22,10 @@ def require(name: str) -> str:
 
 def optional(name: str, default: str = "") -> str:
     return os.environ.get(name, default).strip() or default
+
+
+def require_env(*names: str) -> None:
+    """Fail a function's start (one line naming every gap) if variables are missing."""
+    missing = [n for n in names if not os.environ.get(n, "").strip()]
+    if missing:
+        raise ConfigurationError(f"environment variable(s) not set: {', '.join(missing)}")

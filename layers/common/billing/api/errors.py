@@ -28,7 +28,8 @@ def _field_errors(errors: list[Any]) -> list[dict[str, str]]:
     out = []
     for err in errors:
         loc = [str(p) for p in err.get("loc", ())]
-        out.append({"field": ".".join(loc), "type": str(err.get("type", "invalid")), "message": str(err.get("msg", ""))})
+        out.append({"field": ".".join(loc), "type": str(err.get("type", "invalid")),
+                    "message": str(err.get("msg", ""))})
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from pydantic import BaseModel, Field
 
 
@@ -17,9 +18,9 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+def error_responses(*statuses: int) -> dict[int, OpenAPIResponse]:
     """OpenAPI `responses` entries for the given error statuses."""
-    schema = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    schema: dict[str, Any] = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
     return {status: {"description": _DESCRIPTIONS.get(status, "Error"), "content": schema} for status in statuses}
 
 

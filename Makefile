@@ -1,0 +1,171 @@
+# billing-functions: developer and CI entry points (GNU make).
+#
+# Everything a target needs is built by the target itself, from a clean
+# checkout: the two virtual environments come from the pinned requirements,
+# the layer is cross-built for the Lambda runtime by `sam build`.
+# `make help` lists the targets.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+MAKEFLAGS += --no-builtin-rules --no-print-directory
+
+# ----------------------------------------------------------------- Python 3.13
+# PYTHON: an interpreter of Python 3.13 that venvs are made from. Override with
+# `make PYTHON=/path/to/python3.13`. Otherwise, in order: `python3.13` on PATH
+# if it runs (a pyenv shim may not, without PYENV_VERSION); the newest 3.13 that
+# pyenv knows; one under $PYENV_ROOT (or ~/.pyenv) even if pyenv is not on PATH;
+# one that uv manages. It resolves to the real interpreter, never a shim.
+PY313_OK := import sys; sys.exit(sys.version_info[:2] != (3, 13))
+PY_REAL  := import sys; print(sys.executable)
+define FIND_PYTHON313
+ok() { [ -n "$$1" ] && "$$1" -c '$(PY313_OK)' >/dev/null 2>&1 && "$$1" -c '$(PY_REAL)'; }; \
+p=$$(command -v python3.13 2>/dev/null) && ok "$$p" && exit 0; \
+if command -v pyenv >/dev/null 2>&1; then \
+  v=$$(pyenv versions --bare 2>/dev/null | grep -E '^3\.13(\.[0-9]+)?$$' | sort -V | tail -n 1 || true); \
+  [ -n "$$v" ] && ok "$$(pyenv prefix "$$v" 2>/dev/null)/bin/python3.13" && exit 0; \
+fi; \
+for p in $$(ls -d "$${PYENV_ROOT:-$$HOME/.pyenv}"/versions/3.13*/bin/python3.13 2>/dev/null | sort -V -r || true); do \
+  ok "$$p" && exit 0; \
+done; \
+command -v uv >/dev/null 2>&1 && ok "$$(uv python find 3.13 2>/dev/null)" && exit 0; \
+exit 0
+endef
+
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(shell $(FIND_PYTHON313))
+endif
+
+# One clear line, then stop: used by every recipe that needs the interpreter.
+define require_python313
+@if [ -z "$(PYTHON)" ]; then \
+	  echo "error: Python 3.13 not found (no working python3.13 on PATH, none under pyenv or uv); install it or run make PYTHON=/path/to/python3.13" >&2; exit 1; \
+	elif ! "$(PYTHON)" -c '$(PY313_OK)' >/dev/null 2>&1; then \
+	  echo "error: PYTHON=$(PYTHON) is not a working Python 3.13" >&2; exit 1; \
+	fi
+endef
+
+# --------------------------------------------------------------- environments
+VENV      := .venv
+VENV_SAM  := .venv-sam
+DEV_STAMP := $(VENV)/.installed-dev
+SAM_STAMP := $(VENV_SAM)/.installed-sam
+BIN       := $(VENV)/bin
+SAM_BIN   := $(CURDIR)/$(VENV_SAM)/bin
+
+# make_venv(dir, requirements): (re)create dir from $(PYTHON) unless it already
+# is a working 3.13 venv, then bring it to the pins. uv, not pip, resolves:
+# pip backtracks for minutes on this dependency set.
+define make_venv
+	$(require_python313)
+	@if ! "$(1)/bin/python" -c '$(PY313_OK)' >/dev/null 2>&1; then \
+	  echo "creating $(1) with $(PYTHON)"; rm -rf "$(1)"; "$(PYTHON)" -m venv "$(1)"; \
+	fi
+	"$(1)/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip uv
+	"$(1)/bin/uv" pip install --quiet --python "$(1)/bin/python" -r "$(2)"
+	@touch "$@"
+endef
+
+$(DEV_STAMP): requirements/dev.txt
+	$(call make_venv,$(VENV),requirements/dev.txt)
+
+$(SAM_STAMP): requirements/sam.txt
+	$(call make_venv,$(VENV_SAM),requirements/sam.txt)
+
+.PHONY: venv .venv .venv-sam
+venv: .venv .venv-sam ## both virtual environments
+.venv: $(DEV_STAMP) ## the dev environment (tests, linters, local stack), from requirements/dev.txt
+.venv-sam: $(SAM_STAMP) ## the SAM CLI and cfn-lint, from requirements/sam.txt
+
+# ----------------------------------------------------------------------- SAM
+# No telemetry; never wait on the EC2 metadata service for credentials.
+# Nothing here needs AWS credentials but `deploy`.
+SAM_ENV := SAM_CLI_TELEMETRY=0 AWS_EC2_METADATA_DISABLED=true
+SAM     := $(SAM_ENV) $(SAM_BIN)/sam
+REGION  ?= us-east-1
+ENV     ?= default
+
+# sam build's python_pip workflow wants `python3.13` on PATH, and the layer's
+# Makefile wants uv: the SAM venv has both (its python is a 3.13), and the
+# base interpreter's folder follows.
+SAM_BUILD_PATH = $(SAM_BIN):$(dir $(PYTHON)):$(PATH)
+LAYER_BUILD    := .aws-sam/build/CommonLayer/python
+
+# ------------------------------------------------------------------- targets
+.PHONY: help
+help: ## this list
+	@echo "usage: make TARGET   (Python 3.13: $(or $(PYTHON),NOT FOUND))"
+	@grep -hE '^[.a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
+	  awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
+
+.PHONY: run
+run: $(DEV_STAMP) ## the local stack on 127.0.0.1:PORT (env, default 3000); DESIGN.md section 6
+	$(BIN)/python -m devstack run
+
+.PHONY: test
+test: lint typecheck unit template-check build ## everything CI checks, in order
+
+.PHONY: lint
+lint: $(DEV_STAMP) ## ruff
+	$(BIN)/ruff check .
+
+.PHONY: typecheck
+typecheck: $(DEV_STAMP) ## mypy (files and strictness in pyproject.toml)
+	$(BIN)/mypy
+
+# Extra pytest arguments, e.g. make unit PYTEST_ARGS="-k usage -x" or "-n auto".
+PYTEST_ARGS ?=
+.PHONY: unit
+unit: $(DEV_STAMP) ## pytest: the whole tests/ folder (unit, local stack, template contract)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+.PHONY: template-check
+template-check: $(SAM_STAMP) ## cfn-lint and sam validate (no AWS credentials needed)
+	$(SAM_BIN)/cfn-lint template.yaml
+	$(SAM) validate --template-file template.yaml --region $(REGION)
+
+.PHONY: build
+build: $(SAM_STAMP) ## sam build: functions and the arm64/cp313 layer, into .aws-sam/build
+	$(require_python313)
+	PATH="$(SAM_BUILD_PATH)" UV="$(SAM_BIN)/uv" $(SAM) build --template-file template.yaml --config-env $(ENV)
+	@$(MAKE) check-layer
+
+# Every wheel in the layer must run on Lambda's CPython 3.13 on arm64.
+.PHONY: check-layer
+check-layer: ## verify .aws-sam/build/CommonLayer holds only cp313/aarch64 or pure wheels
+	@test -d $(LAYER_BUILD) || { echo "error: $(LAYER_BUILD) is missing (make build)" >&2; exit 1; }
+	@bad=$$(sed -n 's/^Tag: //p' $(LAYER_BUILD)/*.dist-info/WHEEL | sort -u | \
+	  grep -Ev '^py[23]-none-any$$|^cp313-cp313-manylinux[0-9_]*aarch64$$|^cp3[0-9]+-abi3-manylinux[0-9_]*aarch64$$' || true); \
+	if [ -n "$$bad" ]; then echo "error: the layer holds wheels Lambda (cp313, arm64) cannot load:" $$bad >&2; exit 1; fi; \
+	so=$$(find $(LAYER_BUILD) -name '*.so' | grep -Ev '(cpython-313-aarch64-linux-gnu|abi3)\.so$$' || true); \
+	if [ -n "$$so" ]; then echo "error: foreign extension modules in the layer:" $$so >&2; exit 1; fi; \
+	echo "layer OK: $$(ls -d $(LAYER_BUILD)/*.dist-info | wc -l) wheels, all cp313/aarch64 or pure"
+
+.PHONY: deploy
+deploy: build ## sam deploy with samconfig.toml's ENV profile (make deploy ENV=prod); needs AWS credentials
+	$(SAM) deploy --config-env $(ENV)
+
+# Re-resolve every pin. Existing pins are kept where they still fit; make lock
+# UPGRADE=1 takes the newest versions. The layer is resolved for the Lambda
+# runtime and constrained to the dev pins, so tests run what deploys.
+UPGRADE ?=
+UV_COMPILE = $(BIN)/uv pip compile --quiet --no-config --python-version 3.13 --custom-compile-command "make lock" \
+             $(if $(UPGRADE),--upgrade)
+.PHONY: lock
+lock: $(DEV_STAMP) ## re-resolve requirements/*.txt and layers/common/requirements.txt with uv
+	$(UV_COMPILE) requirements/dev.in -o requirements/dev.txt
+	$(UV_COMPILE) requirements/sam.in -o requirements/sam.txt
+	$(UV_COMPILE) --python-platform aarch64-manylinux2014 --constraint requirements/dev.txt \
+	  --annotation-style line requirements/runtime.in -o layers/common/requirements.txt
+
+.PHONY: bench
+bench: $(DEV_STAMP) ## the benchmarks under bench/ (DESIGN.md section 7)
+	$(BIN)/python -m bench
+
+.PHONY: clean distclean
+clean: ## build output and tool caches
+	rm -rf .aws-sam .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	find . -path ./$(VENV) -prune -o -path ./$(VENV_SAM) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+distclean: clean ## clean, and both virtual environments
+	rm -rf $(VENV) $(VENV_SAM)
