@@ -31,10 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     processor = "Stripe (STRIPE_API_KEY)" if settings.stripe_api_key else "Fake"
+    has_webhook = any(r.path == "/v1/webhooks/stripe" for f in stack.functions for r in f.routes)
+    webhook = f"  webhook:    {stack.url}/v1/webhooks/stripe (STRIPE_WEBHOOK_SECRET)\n" if has_webhook else ""
     print(
         f"billing-functions local stack ready in {time.monotonic() - started:.1f}s\n"
         f"  API:        {stack.url}/v1\n"
-        f"  webhook:    {stack.url}/v1/webhooks/stripe (secret from STRIPE_WEBHOOK_SECRET)\n"
+        f"{webhook}"
         f"  DynamoDB:   {stack.ddb_endpoint}\n"
         f"  processor:  {processor}, meter API {settings.meter_api}\n"
         f"  functions:  {', '.join(sorted(stack.runtimes))}\n"
