@@ -1,0 +1,133 @@
+"""The processor interface: what the billing code may ask of Stripe.
+
+One interface, three implementations: StripeProcessor (the real API),
+FakeProcessor (in memory, for tests and the local stack) and
+RemoteFakeProcessor (one shared Fake reached over HTTP, so the local stack's
+functions, each in its own process, see the same Stripe).
+
+Every method returns plain JSON-able dicts shaped like Stripe's objects, never
+SDK objects: rows store them as `data`, tests compare them, and the RPC hop
+sends them as JSON. Every failure is a billing.processor.errors.ProcessorFailure.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Final, Protocol, runtime_checkable
+
+JSONDict = dict[str, Any]
+
+# Objects reconcile may re-fetch to learn the canonical state (retrieve_object).
+OBJECT_TYPES: Final = frozenset(
+    {"customer", "payment_method", "subscription", "invoice", "charge", "coupon", "promotion_code"}
+)
+
+# Stripe's limit on one v2 meter_event_stream request.
+MAX_STREAM_EVENTS: Final = 100
+
+
+@runtime_checkable
+class Processor(Protocol):
+    """Stripe, as the billing code uses it. Keyword arguments throughout."""
+
+    def create_customer(
+        self,
+        *,
+        idempotency_key: str,
+        email: str | None,
+        name: str | None,
+        metadata: dict[str, str],
+        preferred_locales: list[str] | None = None,
+        tax_exempt: str | None = None,
+    ) -> JSONDict: ...
+
+    def retrieve_customer(self, customer_id: str) -> JSONDict:
+        """A deleted customer comes back as `{"id", "object": "customer", "deleted": true}`, like Stripe."""
+        ...
+
+    def update_customer(self, customer_id: str, *, idempotency_key: str | None = None, fields: JSONDict) -> JSONDict:
+        """`fields` are Stripe's update parameters (email, name, metadata, tax_exempt,
+        preferred_locales, invoice_settings={"default_payment_method": pm}, ...).
+        Metadata merges; a key set to "" or None is removed."""
+        ...
+
+    def delete_customer(self, customer_id: str, *, idempotency_key: str) -> JSONDict:
+        """Stripe ignores idempotency keys on DELETE: deleting twice is a 404
+        resource_missing, which a caller mirroring a soft delete treats as done."""
+        ...
+
+    def update_tax_location(self, customer_id: str, *, address: JSONDict, idempotency_key: str) -> JSONDict:
+        """Set the address with immediate validation; an unusable location
+        raises code `customer_tax_location_invalid` (400)."""
+        ...
+
+    def attach_payment_method(self, payment_method_id: str, *, customer_id: str, idempotency_key: str) -> JSONDict: ...
+
+    def detach_payment_method(self, payment_method_id: str, *, idempotency_key: str) -> JSONDict: ...
+
+    def retrieve_payment_method(self, payment_method_id: str) -> JSONDict: ...
+
+    def create_meter_event(
+        self, *, event_name: str, identifier: str, timestamp: int, payload: dict[str, str]
+    ) -> JSONDict:
+        """v1 billing.meter_events. `identifier` is also the idempotency key, so a
+        resend is answered with the first result instead of counting twice."""
+        ...
+
+    def create_meter_event_session(self) -> JSONDict:
+        """v2 meter event session: `authentication_token` and `expires_at` (RFC 3339)."""
+        ...
+
+    def send_meter_events(self, *, session_token: str, events: list[JSONDict]) -> None:
+        """v2 meter_event_stream: 1 to 100 events of {event_name, identifier,
+        payload, timestamp}; timestamp may be unix seconds or RFC 3339."""
+        ...
+
+    def retrieve_v2_event(self, event_id: str) -> JSONDict:
+        """GET /v2/core/events/{id}: the full event behind a thin webhook."""
+        ...
+
+    def retrieve_object(self, object_type: str, object_id: str) -> JSONDict:
+        """Re-fetch one of OBJECT_TYPES by id (canonical state for reconcile)."""
+        ...
+
+    def create_coupon(self, *, idempotency_key: str, params: JSONDict) -> JSONDict: ...
+
+    def create_promotion_code(self, *, idempotency_key: str, params: JSONDict) -> JSONDict: ...
+
+    def update_promotion_code(
+        self, promotion_code_id: str, *, params: JSONDict, idempotency_key: str | None = None
+    ) -> JSONDict: ...
+
+
+# The interface's method names: the only calls the Fake's RPC will execute.
+PROCESSOR_METHODS: Final = frozenset(
+    name for name, value in vars(Processor).items() if callable(value) and not name.startswith("_")
+)
+
+
+def check_object_type(object_type: str) -> None:
+    """A wrong type is a programming error, the same for every implementation."""
+    if object_type not in OBJECT_TYPES:
+        raise ValueError(f"retrieve_object: unsupported object type {object_type!r}")
+
+
+def rfc3339(unix_seconds: int | float) -> str:
+    """Unix seconds as the v2 API writes times: 2024-09-26T17:46:22.000Z."""
+    moment = datetime.fromtimestamp(unix_seconds, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def unix_seconds(value: int | float | str) -> int:
+    """Unix seconds from unix seconds or an RFC 3339 / ISO 8601 string."""
+    if isinstance(value, bool):  # bool is an int; a True timestamp is a bug
+        raise ValueError("timestamp must be unix seconds or an RFC 3339 string")
+    if isinstance(value, int | float):
+        return int(value)
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError("an RFC 3339 timestamp needs a UTC offset")
+    return int(moment.timestamp())

@@ -1,0 +1,274 @@
+"""StripeProcessor: the Processor interface on stripe-python's StripeClient.
+
+The SDK is imported when a StripeProcessor is built, not when this module is
+imported: functions that never talk to Stripe (and tests on the Fake) do not
+pay for it at cold start.
+
+Idempotency keys are the caller's, passed as request options: the caller
+derives them from the operation and its subject, so a retried create (by the
+SDK, by a Lambda retry, by a stream redelivery) yields the same Stripe object.
+The SDK reuses the key for its own network retries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
+
+from billing.processor.base import (
+    MAX_STREAM_EVENTS,
+    JSONDict,
+    check_object_type,
+    rfc3339,
+)
+from billing.processor.errors import INVALID_REQUEST, ProcessorFailure, from_stripe_error
+
+if TYPE_CHECKING:
+    import stripe
+    from stripe.params import (
+        CouponCreateParams,
+        CustomerCreateParams,
+        CustomerUpdateParams,
+        PromotionCodeCreateParams,
+        PromotionCodeUpdateParams,
+    )
+    from stripe.params.v2.billing import MeterEventStreamCreateParams
+
+# Lambda functions time out at 29 s; the SDK's default is 80 s per attempt.
+DEFAULT_TIMEOUT_SECONDS = 10.0
+
+
+class StripeProcessor:
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        base_url: str | None = None,
+        meter_events_base_url: str | None = None,
+        max_network_retries: int = 2,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
+        import stripe
+
+        # Only the overridden addresses: StripeClient merges these over its
+        # defaults, so a None here would erase the default.
+        base_addresses: dict[str, str] = {}
+        if base_url:
+            base_addresses["api"] = base_url.rstrip("/")
+        if meter_events_base_url:
+            base_addresses["meter_events"] = meter_events_base_url.rstrip("/")
+        self.api_key = api_key
+        self._error_class: type[stripe.StripeError] = stripe.StripeError
+        self._client = stripe.StripeClient(
+            api_key,
+            base_addresses=cast("stripe._base_address.BaseAddresses", base_addresses),
+            max_network_retries=max_network_retries,
+            http_client=stripe.new_default_http_client(timeout=timeout),
+        )
+
+    def __repr__(self) -> str:  # never the key
+        return "StripeProcessor()"
+
+    def _call[**P, R](self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except self._error_class as exc:
+            # `from None`: the SDK exception holds the raw response body, which
+            # must not travel on in the traceback into logs.
+            raise from_stripe_error(exc) from None
+
+    # -- customers --------------------------------------------------------------------
+
+    def create_customer(
+        self,
+        *,
+        idempotency_key: str,
+        email: str | None,
+        name: str | None,
+        metadata: dict[str, str],
+        preferred_locales: list[str] | None = None,
+        tax_exempt: str | None = None,
+    ) -> JSONDict:
+        params: JSONDict = {"metadata": dict(metadata)}
+        for key, value in (
+            ("email", email),
+            ("name", name),
+            ("preferred_locales", preferred_locales),
+            ("tax_exempt", tax_exempt),
+        ):
+            if value is not None:
+                params[key] = value
+        customer = self._call(
+            self._client.v1.customers.create,
+            cast("CustomerCreateParams", params),
+            {"idempotency_key": idempotency_key},
+        )
+        return _to_dict(customer)
+
+    def retrieve_customer(self, customer_id: str) -> JSONDict:
+        return _to_dict(self._call(self._client.v1.customers.retrieve, customer_id))
+
+    def update_customer(self, customer_id: str, *, idempotency_key: str | None = None, fields: JSONDict) -> JSONDict:
+        customer = self._call(
+            self._client.v1.customers.update,
+            customer_id,
+            cast("CustomerUpdateParams", _unset_nones(fields)),
+            {"idempotency_key": idempotency_key} if idempotency_key else None,
+        )
+        return _to_dict(customer)
+
+    def delete_customer(self, customer_id: str, *, idempotency_key: str) -> JSONDict:
+        # Stripe ignores idempotency keys on DELETE (a repeat is a 404
+        # resource_missing), so the key is not sent.
+        del idempotency_key
+        return _to_dict(self._call(self._client.v1.customers.delete, customer_id))
+
+    def update_tax_location(self, customer_id: str, *, address: JSONDict, idempotency_key: str) -> JSONDict:
+        params = {"address": _unset_nones(address), "tax": {"validate_location": "immediately"}}
+        customer = self._call(
+            self._client.v1.customers.update,
+            customer_id,
+            cast("CustomerUpdateParams", params),
+            {"idempotency_key": idempotency_key},
+        )
+        return _to_dict(customer)
+
+    # -- payment methods --------------------------------------------------------------
+
+    def attach_payment_method(self, payment_method_id: str, *, customer_id: str, idempotency_key: str) -> JSONDict:
+        pm = self._call(
+            self._client.v1.payment_methods.attach,
+            payment_method_id,
+            {"customer": customer_id},
+            {"idempotency_key": idempotency_key},
+        )
+        return _to_dict(pm)
+
+    def detach_payment_method(self, payment_method_id: str, *, idempotency_key: str) -> JSONDict:
+        pm = self._call(
+            self._client.v1.payment_methods.detach,
+            payment_method_id,
+            options={"idempotency_key": idempotency_key},
+        )
+        return _to_dict(pm)
+
+    def retrieve_payment_method(self, payment_method_id: str) -> JSONDict:
+        return _to_dict(self._call(self._client.v1.payment_methods.retrieve, payment_method_id))
+
+    # -- meter events -----------------------------------------------------------------
+
+    def create_meter_event(
+        self, *, event_name: str, identifier: str, timestamp: int, payload: dict[str, str]
+    ) -> JSONDict:
+        event = self._call(
+            self._client.v1.billing.meter_events.create,
+            {
+                "event_name": event_name,
+                "identifier": identifier,
+                "timestamp": timestamp,
+                "payload": {str(k): str(v) for k, v in payload.items()},
+            },
+            # The identifier doubles as the idempotency key: a resend after a
+            # lost response replays Stripe's first answer instead of failing
+            # on the duplicate identifier.
+            {"idempotency_key": identifier},
+        )
+        return _to_dict(event)
+
+    def create_meter_event_session(self) -> JSONDict:
+        return _to_dict(self._call(self._client.v2.billing.meter_event_session.create))
+
+    def send_meter_events(self, *, session_token: str, events: list[JSONDict]) -> None:
+        if not 1 <= len(events) <= MAX_STREAM_EVENTS:
+            raise ProcessorFailure(
+                f"events must contain between 1 and {MAX_STREAM_EVENTS} items.",
+                status=400,
+                error_type=INVALID_REQUEST,
+                param="events",
+            )
+        params = {"events": [_stream_event(event) for event in events]}
+        # The stream lives on its own base address (meter-events.stripe.com)
+        # and authenticates with the session's token, not the API key.
+        self._call(
+            self._client.v2.billing.meter_event_stream.create,
+            cast("MeterEventStreamCreateParams", params),
+            {"api_key": session_token},
+        )
+
+    def retrieve_v2_event(self, event_id: str) -> JSONDict:
+        return _to_dict(self._call(self._client.v2.core.events.retrieve, event_id))
+
+    # -- any object -------------------------------------------------------------------
+
+    def retrieve_object(self, object_type: str, object_id: str) -> JSONDict:
+        check_object_type(object_type)
+        v1 = self._client.v1
+        retrievers: dict[str, Callable[[str], Any]] = {
+            "customer": v1.customers.retrieve,
+            "payment_method": v1.payment_methods.retrieve,
+            "subscription": v1.subscriptions.retrieve,
+            "invoice": v1.invoices.retrieve,
+            "charge": v1.charges.retrieve,
+            "coupon": v1.coupons.retrieve,
+            "promotion_code": v1.promotion_codes.retrieve,
+        }
+        return _to_dict(self._call(retrievers[object_type], object_id))
+
+    # -- coupons and promotion codes --------------------------------------------------
+
+    def create_coupon(self, *, idempotency_key: str, params: JSONDict) -> JSONDict:
+        coupon = self._call(
+            self._client.v1.coupons.create,
+            cast("CouponCreateParams", params),
+            {"idempotency_key": idempotency_key},
+        )
+        return _to_dict(coupon)
+
+    def create_promotion_code(self, *, idempotency_key: str, params: JSONDict) -> JSONDict:
+        promo = self._call(
+            self._client.v1.promotion_codes.create,
+            cast("PromotionCodeCreateParams", params),
+            {"idempotency_key": idempotency_key},
+        )
+        return _to_dict(promo)
+
+    def update_promotion_code(
+        self, promotion_code_id: str, *, params: JSONDict, idempotency_key: str | None = None
+    ) -> JSONDict:
+        promo = self._call(
+            self._client.v1.promotion_codes.update,
+            promotion_code_id,
+            cast("PromotionCodeUpdateParams", _unset_nones(params)),
+            {"idempotency_key": idempotency_key} if idempotency_key else None,
+        )
+        return _to_dict(promo)
+
+
+def _to_dict(obj: Any) -> JSONDict:
+    """A StripeObject as plain JSON-able data (nested objects and lists too)."""
+    data = obj.to_dict(recursive=True, for_json=True)
+    return cast(JSONDict, data)
+
+
+def _unset_nones(value: Any) -> Any:
+    """None -> "" inside update parameters: the SDK drops None values, while ""
+    is how Stripe's API unsets a field or removes a metadata key."""
+    if isinstance(value, dict):
+        return {key: "" if item is None else _unset_nones(item) for key, item in value.items()}
+    return value
+
+
+def _stream_event(event: JSONDict) -> JSONDict:
+    """One v2 stream event: string payload values, RFC 3339 timestamp."""
+    out: JSONDict = {
+        "event_name": event["event_name"],
+        "payload": {str(k): str(v) for k, v in (event.get("payload") or {}).items()},
+    }
+    if event.get("identifier"):
+        out["identifier"] = event["identifier"]
+    timestamp = event.get("timestamp")
+    if isinstance(timestamp, int | float) and not isinstance(timestamp, bool):
+        out["timestamp"] = rfc3339(timestamp)
+    elif timestamp is not None:
+        out["timestamp"] = str(timestamp)
+    return out

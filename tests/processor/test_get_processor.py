@@ -1,0 +1,101 @@
+"""get_processor(): which implementation a function gets, from its environment."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from billing import config
+from billing.errors import ConfigurationError
+from billing.processor import get_processor, set_processor
+from billing.processor.fake import FakeProcessor
+from billing.processor.remote import RemoteFakeProcessor
+from billing.processor.stripe_processor import StripeProcessor
+
+ENV = ("PROCESSOR", "FAKE_PROCESSOR_URL", "STRIPE_API_KEY_PARAM", "STRIPE_API_BASE", "STRIPE_METER_EVENTS_BASE")
+
+
+@pytest.fixture(autouse=True)
+def clean(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in ENV:
+        monkeypatch.delenv(name, raising=False)
+    config.require.cache_clear()
+    set_processor(None)
+    yield
+    set_processor(None)
+    config.require.cache_clear()
+
+
+class FakeSSM:
+    """Stands in for Powertools' get_parameter; records each call."""
+
+    def __init__(self) -> None:
+        self.values = {"/billing-functions/stripe/api-key": "sk_test_one"}
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def get_parameter(self, name: str, **kwargs: Any) -> str:
+        self.calls.append((name, kwargs))
+        return self.values[name]
+
+
+@pytest.fixture
+def ssm(monkeypatch: pytest.MonkeyPatch) -> FakeSSM:
+    from aws_lambda_powertools.utilities import parameters
+
+    fake_ssm = FakeSSM()
+    monkeypatch.setattr(parameters, "get_parameter", fake_ssm.get_parameter)
+    monkeypatch.setenv("STRIPE_API_KEY_PARAM", "/billing-functions/stripe/api-key")
+    return fake_ssm
+
+
+def test_fake_without_url_is_one_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROCESSOR", "fake")
+    processor = get_processor()
+    assert isinstance(processor, FakeProcessor)
+    assert get_processor() is processor
+
+
+def test_fake_with_url_is_the_shared_remote_fake(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROCESSOR", "FAKE")
+    monkeypatch.setenv("FAKE_PROCESSOR_URL", "http://127.0.0.1:4010/")
+    processor = get_processor()
+    assert isinstance(processor, RemoteFakeProcessor)
+    assert processor.url == "http://127.0.0.1:4010/"
+
+
+def test_stripe_is_the_default_with_the_key_from_ssm(monkeypatch: pytest.MonkeyPatch,
+                                                     ssm: FakeSSM) -> None:
+    monkeypatch.setenv("STRIPE_API_BASE", "http://127.0.0.1:12111")
+    monkeypatch.setenv("STRIPE_METER_EVENTS_BASE", "http://127.0.0.1:12112")
+    processor = get_processor()
+    assert isinstance(processor, StripeProcessor)
+    assert processor.api_key == "sk_test_one"
+    assert ssm.calls == [("/billing-functions/stripe/api-key", {"decrypt": True, "max_age": 300})]
+    addresses = processor._client._requestor._options.base_addresses
+    assert (addresses["api"], addresses["meter_events"]) == ("http://127.0.0.1:12111", "http://127.0.0.1:12112")
+    assert get_processor() is processor
+
+
+def test_a_rotated_key_rebuilds_the_client(ssm: FakeSSM) -> None:
+    first = get_processor()
+    ssm.values["/billing-functions/stripe/api-key"] = "sk_test_two"
+    second = get_processor()
+    assert second is not first
+    assert isinstance(second, StripeProcessor) and second.api_key == "sk_test_two"
+
+
+def test_missing_configuration_fails_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigurationError, match="STRIPE_API_KEY_PARAM"):
+        get_processor()
+    monkeypatch.setenv("PROCESSOR", "paypal")
+    with pytest.raises(ConfigurationError, match="PROCESSOR"):
+        get_processor()
+
+
+def test_set_processor_overrides_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROCESSOR", "paypal")
+    mine = FakeProcessor()
+    set_processor(mine)
+    assert get_processor() is mine

@@ -1,0 +1,510 @@
+"""StripeProcessor's real HTTP requests, against a local stand-in for Stripe.
+
+The stub records each request (method, path, headers, form or JSON body) and
+answers with Stripe's own fixture objects, so these tests pin what goes over
+the wire — the parts Stripe's behaviour depends on: paths, form fields,
+Idempotency-Key, which credential — and how Stripe's errors come back.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from billing.processor.errors import ProcessorFailure
+from billing.processor.stripe_processor import StripeProcessor
+
+API_KEY = "sk_test_stub_key"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # lower-cased names
+    body: bytes
+
+    @property
+    def form(self) -> dict[str, str]:
+        """The form-encoded v1 body, one value per (bracketed) key."""
+        return {key: values[-1] for key, values in parse_qs(self.body.decode(), keep_blank_values=True).items()}
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class StripeStub(ThreadingHTTPServer):
+    """Answers scripted replies in order and records every request."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _StubHandler)
+        self.requests: list[Recorded] = []
+        self.replies: deque[Reply] = deque()
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def reply(self, status: int, body: Any, headers: dict[str, str] | None = None, times: int = 1) -> None:
+        for _ in range(times):
+            self.replies.append(Reply(status, body, headers or {}))
+
+    def only(self) -> Recorded:
+        assert len(self.requests) == 1, [f"{r.method} {r.path}" for r in self.requests]
+        return self.requests[0]
+
+
+class _StubHandler(BaseHTTPRequestHandler):
+    server: StripeStub
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        parts = urlsplit(self.path)
+        with self.server.lock:
+            self.server.requests.append(Recorded(
+                self.command, parts.path, parse_qs(parts.query),
+                {k.lower(): v for k, v in self.headers.items()}, body,
+            ))
+            reply = self.server.replies.popleft() if self.server.replies else Reply(
+                500, {"error": {"type": "api_error", "message": f"stub: nothing scripted for {parts.path}"}})
+        data = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.headers.pop("Content-Type", "application/json"))
+        self.send_header("Request-Id", "req_stub_123")
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_DELETE = _handle
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the stdlib's name)
+        pass
+
+
+def serve(stub: StripeStub) -> Iterator[StripeStub]:
+    thread = threading.Thread(target=stub.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield stub
+    finally:
+        stub.shutdown()
+        stub.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def stub() -> Iterator[StripeStub]:
+    yield from serve(StripeStub())
+
+
+@pytest.fixture
+def meter_stub() -> Iterator[StripeStub]:
+    """The meter events base address (meter-events.stripe.com in production)."""
+    yield from serve(StripeStub())
+
+
+@pytest.fixture
+def stripe(stub: StripeStub, meter_stub: StripeStub) -> StripeProcessor:
+    # No SDK retries: each test scripts exactly the replies it expects.
+    return StripeProcessor(API_KEY, base_url=stub.url, meter_events_base_url=meter_stub.url, max_network_retries=0)
+
+
+def assert_api_key_auth(request: Recorded) -> None:
+    assert request.headers["authorization"] == f"Bearer {API_KEY}"
+    assert request.headers["stripe-version"]
+
+
+# -- customers ----------------------------------------------------------------------------
+
+
+def test_create_customer(stripe: StripeProcessor, stub: StripeStub, fixtures: dict[str, Any]) -> None:
+    customer = fixtures["customer"] | {"email": "ada@example.com", "name": "Ada",
+                                       "metadata": {"owner_type": "team", "owner_id": "42"}}
+    stub.reply(200, customer)
+    result = stripe.create_customer(
+        idempotency_key="create-customer:team:42", email="ada@example.com", name="Ada",
+        metadata={"owner_type": "team", "owner_id": "42"}, preferred_locales=["fr", "en"], tax_exempt="none",
+    )
+    request = stub.only()
+    assert (request.method, request.path) == ("POST", "/v1/customers")
+    assert_api_key_auth(request)
+    assert request.headers["idempotency-key"] == "create-customer:team:42"
+    assert request.headers["content-type"] == "application/x-www-form-urlencoded"
+    assert request.form == {
+        "email": "ada@example.com", "name": "Ada", "metadata[owner_type]": "team", "metadata[owner_id]": "42",
+        "preferred_locales[0]": "fr", "preferred_locales[1]": "en", "tax_exempt": "none",
+    }
+    assert result == customer
+    assert type(result) is dict and type(result["invoice_settings"]) is dict  # plain data, not StripeObjects
+    json.dumps(result)
+
+
+def test_create_customer_sends_no_empty_fields(stripe: StripeProcessor, stub: StripeStub,
+                                               fixtures: dict[str, Any]) -> None:
+    stub.reply(200, fixtures["customer"])
+    stripe.create_customer(idempotency_key="k", email=None, name=None, metadata={"owner_type": "team",
+                                                                                 "owner_id": "7"})
+    assert stub.only().form == {"metadata[owner_type]": "team", "metadata[owner_id]": "7"}
+
+
+def test_retrieve_update_and_delete_customer(stripe: StripeProcessor, stub: StripeStub,
+                                             fixtures: dict[str, Any]) -> None:
+    customer_id = fixtures["customer"]["id"]
+    stub.reply(200, fixtures["customer"])
+    stub.reply(200, fixtures["customer"])
+    stub.reply(200, fixtures["deleted_customer"])
+    assert stripe.retrieve_customer(customer_id) == fixtures["customer"]
+    stripe.update_customer(customer_id, idempotency_key="update:1", fields={
+        "email": "new@example.com", "metadata": {"plan": "pro", "old": None},
+        "invoice_settings": {"default_payment_method": "pm_123"}, "preferred_locales": ["de"],
+    })
+    deleted = stripe.delete_customer(customer_id, idempotency_key="delete:1")
+
+    get, update, delete = stub.requests
+    assert (get.method, get.path, get.body) == ("GET", f"/v1/customers/{customer_id}", b"")
+    assert (update.method, update.path) == ("POST", f"/v1/customers/{customer_id}")
+    assert update.headers["idempotency-key"] == "update:1"
+    assert update.form == {
+        "email": "new@example.com", "metadata[plan]": "pro", "metadata[old]": "",  # "" removes a key
+        "invoice_settings[default_payment_method]": "pm_123", "preferred_locales[0]": "de",
+    }
+    assert (delete.method, delete.path) == ("DELETE", f"/v1/customers/{customer_id}")
+    assert "idempotency-key" not in delete.headers  # Stripe ignores keys on DELETE
+    assert deleted == {"deleted": True, "id": customer_id, "object": "customer"}
+
+
+def test_update_tax_location_validates_immediately(stripe: StripeProcessor, stub: StripeStub,
+                                                  fixtures: dict[str, Any]) -> None:
+    customer = fixtures["customer"]
+    address = {"line1": "1 Market St", "city": "San Francisco", "state": "CA", "postal_code": "94103",
+               "country": "US"}
+    customer["address"] = address | {"line2": None}
+    stub.reply(200, customer)
+    result = stripe.update_tax_location(customer["id"], address=address, idempotency_key="tax:cus:1")
+    request = stub.only()
+    assert (request.method, request.path) == ("POST", f"/v1/customers/{customer['id']}")
+    assert request.headers["idempotency-key"] == "tax:cus:1"
+    assert request.form == {
+        "address[line1]": "1 Market St", "address[city]": "San Francisco", "address[state]": "CA",
+        "address[postal_code]": "94103", "address[country]": "US", "tax[validate_location]": "immediately",
+    }
+    assert result["address"]["postal_code"] == "94103"
+
+
+def test_invalid_tax_location_is_a_permanent_failure(stripe: StripeProcessor, stub: StripeStub) -> None:
+    stub.reply(400, {"error": {
+        "type": "invalid_request_error", "code": "customer_tax_location_invalid", "param": "address",
+        "message": "The customer's location isn't recognized.",
+        "doc_url": "https://stripe.com/docs/error-codes/customer-tax-location-invalid",
+        "request_log_url": "https://dashboard.stripe.com/test/logs/req_stub_123",
+    }})
+    with pytest.raises(ProcessorFailure) as excinfo:
+        stripe.update_tax_location("cus_1", address={"country": "XX"}, idempotency_key="tax:1")
+    failure = excinfo.value
+    assert (failure.status, failure.type, failure.code, failure.param) == (
+        400, "invalid_request_error", "customer_tax_location_invalid", "address")
+    assert (failure.transient, failure.request_id) == (False, "req_stub_123")
+    assert failure.message == "The customer's location isn't recognized."
+    assert failure.to_safe_dict() == {"type": "invalid_request_error", "code": "customer_tax_location_invalid",
+                                      "message": "The customer's location isn't recognized."}
+    assert failure.__cause__ is None and failure.__suppress_context__  # the SDK error (raw body) is dropped
+
+
+# -- payment methods ----------------------------------------------------------------------
+
+
+def test_attach_detach_and_retrieve_payment_method(stripe: StripeProcessor, stub: StripeStub,
+                                                   fixtures: dict[str, Any]) -> None:
+    pm = fixtures["payment_method"] | {"customer": "cus_1"}
+    stub.reply(200, pm)
+    stub.reply(200, fixtures["payment_method"])
+    stub.reply(200, fixtures["payment_method"])
+    attached = stripe.attach_payment_method("pm_card_visa", customer_id="cus_1", idempotency_key="attach:1")
+    stripe.detach_payment_method(pm["id"], idempotency_key="detach:1")
+    stripe.retrieve_payment_method(pm["id"])
+
+    attach, detach, get = stub.requests
+    assert (attach.method, attach.path, attach.form) == ("POST", "/v1/payment_methods/pm_card_visa/attach",
+                                                         {"customer": "cus_1"})
+    assert attach.headers["idempotency-key"] == "attach:1"
+    assert (attached["card"]["fingerprint"], attached["card"]["brand"]) == ("AOB934RVNwzk6xtn", "visa")
+    assert (detach.method, detach.path, detach.body) == ("POST", f"/v1/payment_methods/{pm['id']}/detach", b"")
+    assert detach.headers["idempotency-key"] == "detach:1"
+    assert (get.method, get.path) == ("GET", f"/v1/payment_methods/{pm['id']}")
+
+
+def test_card_declined_is_a_permanent_card_error(stripe: StripeProcessor, stub: StripeStub) -> None:
+    stub.reply(402, {"error": {"type": "card_error", "code": "card_declined", "decline_code": "generic_decline",
+                               "message": "Your card was declined."}})
+    with pytest.raises(ProcessorFailure) as excinfo:
+        stripe.attach_payment_method("pm_card_chargeDeclined", customer_id="cus_1", idempotency_key="a")
+    assert (excinfo.value.type, excinfo.value.code, excinfo.value.transient) == ("card_error", "card_declined",
+                                                                                 False)
+
+
+# -- meter events -------------------------------------------------------------------------
+
+
+def test_create_meter_event_v1(stripe: StripeProcessor, stub: StripeStub, fixtures: dict[str, Any]) -> None:
+    event = fixtures["billing.meter_event"] | {"identifier": "usage-7", "timestamp": 1_700_000_000}
+    stub.reply(200, event)
+    result = stripe.create_meter_event(event_name="api_request", identifier="usage-7", timestamp=1_700_000_000,
+                                       payload={"stripe_customer_id": "cus_123", "value": "25"})
+    request = stub.only()
+    assert (request.method, request.path) == ("POST", "/v1/billing/meter_events")
+    assert_api_key_auth(request)
+    assert request.headers["idempotency-key"] == "usage-7"  # the identifier doubles as the key
+    assert request.form == {"event_name": "api_request", "identifier": "usage-7", "timestamp": "1700000000",
+                            "payload[stripe_customer_id]": "cus_123", "payload[value]": "25"}
+    assert result == event
+
+
+def test_v2_session_then_stream(stripe: StripeProcessor, stub: StripeStub, meter_stub: StripeStub) -> None:
+    # Shape from Stripe's API reference (not in the v1 fixtures).
+    session = {"id": "mes_test_123", "object": "v2.billing.meter_event_session",
+               "authentication_token": "mes_tok_secret_abc", "created": "2024-09-26T17:46:22.134Z",
+               "expires_at": "2024-09-26T18:01:22.134Z", "livemode": False}
+    stub.reply(200, session)
+    meter_stub.reply(200, {})
+    created = stripe.create_meter_event_session()
+    assert (created["authentication_token"], created["expires_at"]) == ("mes_tok_secret_abc",
+                                                                        "2024-09-26T18:01:22.134Z")
+    stripe.send_meter_events(session_token=created["authentication_token"], events=[
+        {"event_name": "api_request", "identifier": "u-1", "timestamp": 1_727_372_782,
+         "payload": {"stripe_customer_id": "cus_123", "value": 3}},
+        {"event_name": "api_request", "identifier": "u-2", "timestamp": "2024-09-26T17:46:23.000Z",
+         "payload": {"stripe_customer_id": "cus_123", "value": "4"}},
+    ])
+
+    session_request = stub.only()
+    assert (session_request.method, session_request.path) == ("POST", "/v2/billing/meter_event_session")
+    assert_api_key_auth(session_request)
+    stream = meter_stub.only()  # on the meter events base address, not the API's
+    assert (stream.method, stream.path) == ("POST", "/v2/billing/meter_event_stream")
+    assert stream.headers["authorization"] == "Bearer mes_tok_secret_abc"  # the session, not the API key
+    assert stream.headers["content-type"].startswith("application/json")
+    assert stream.json == {"events": [
+        {"event_name": "api_request", "identifier": "u-1", "timestamp": "2024-09-26T17:46:22.000Z",
+         "payload": {"stripe_customer_id": "cus_123", "value": "3"}},
+        {"event_name": "api_request", "identifier": "u-2", "timestamp": "2024-09-26T17:46:23.000Z",
+         "payload": {"stripe_customer_id": "cus_123", "value": "4"}},
+    ]}
+
+
+def test_stream_batches_are_capped_before_any_request(stripe: StripeProcessor, meter_stub: StripeStub) -> None:
+    events = [{"event_name": "e", "identifier": f"u-{n}", "payload": {"value": "1"}} for n in range(101)]
+    with pytest.raises(ProcessorFailure) as excinfo:
+        stripe.send_meter_events(session_token="mes_tok", events=events)
+    assert (excinfo.value.status, excinfo.value.param) == (400, "events")
+    assert meter_stub.requests == []
+
+
+def test_expired_session_is_transient(stripe: StripeProcessor, meter_stub: StripeStub) -> None:
+    meter_stub.reply(401, {"error": {"type": "temporary_session_expired",
+                                     "code": "billing_meter_event_session_expired",
+                                     "message": "The meter event session has expired."}})
+    with pytest.raises(ProcessorFailure) as excinfo:
+        stripe.send_meter_events(session_token="mes_tok_old", events=[
+            {"event_name": "e", "identifier": "u-1", "payload": {"stripe_customer_id": "c", "value": "1"}}])
+    failure = excinfo.value
+    assert (failure.status, failure.type, failure.code, failure.transient) == (
+        401, "temporary_session_expired", "billing_meter_event_session_expired", True)
+
+
+def test_retrieve_v2_event(stripe: StripeProcessor, stub: StripeStub) -> None:
+    # The event object from Stripe's API reference for this type.
+    event: dict[str, Any] = {
+        "id": "evt_test_65RCjj4EqW1sabcjs2Z16RCMoNQdSQkOWvfL6L5uU2K40u", "object": "v2.core.event",
+        "context": None, "created": "2024-09-26T17:46:22.134Z",
+        "data": {
+            "developer_message_summary": "There is 1 invalid event",
+            "reason": {"error_count": 1, "error_types": [{
+                "code": "meter_event_no_customer_defined", "error_count": 1,
+                "sample_errors": [{"error_message": "Customer mapping key stripe_customer_id not found in payload.",
+                                   "request": {"identifier": "cb447754-6880-45c2-8f2f-ef19b6ce81e9"}}],
+            }]},
+            "validation_end": "2024-09-26T17:46:20.000Z", "validation_start": "2024-09-26T17:46:10.000Z",
+        },
+        "livemode": False, "reason": None,
+        "related_object": {"id": "mtr_test_61RCjiqdTDC91zgip41IqPCzPnxqqSVc", "type": "billing.meter",
+                           "url": "/v1/billing/meters/mtr_test_61RCjiqdTDC91zgip41IqPCzPnxqqSVc"},
+        "type": "v1.billing.meter.error_report_triggered",
+    }
+    stub.reply(200, event)
+    result = stripe.retrieve_v2_event(event["id"])
+    request = stub.only()
+    assert (request.method, request.path) == ("GET", f"/v2/core/events/{event['id']}")
+    assert_api_key_auth(request)
+    assert result == event
+
+
+# -- any object, coupons, promotion codes -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("object_type", "path"),
+    [
+        ("customer", "/v1/customers"),
+        ("payment_method", "/v1/payment_methods"),
+        ("subscription", "/v1/subscriptions"),
+        ("invoice", "/v1/invoices"),
+        ("charge", "/v1/charges"),
+        ("coupon", "/v1/coupons"),
+        ("promotion_code", "/v1/promotion_codes"),
+    ],
+)
+def test_retrieve_object(stripe: StripeProcessor, stub: StripeStub, fixtures: dict[str, Any], object_type: str,
+                         path: str) -> None:
+    obj = fixtures[object_type]
+    stub.reply(200, obj)
+    result = stripe.retrieve_object(object_type, obj["id"])
+    assert (stub.only().method, stub.only().path) == ("GET", f"{path}/{obj['id']}")
+    assert result == obj
+    json.dumps(result)
+
+
+def test_coupon_and_promotion_code(stripe: StripeProcessor, stub: StripeStub, fixtures: dict[str, Any]) -> None:
+    stub.reply(200, fixtures["coupon"])
+    stub.reply(200, fixtures["promotion_code"])
+    stub.reply(200, fixtures["promotion_code"] | {"active": False})
+    stripe.create_coupon(idempotency_key="coupon:1", params={"percent_off": 25.5, "duration": "forever",
+                                                             "name": "25.5% off"})
+    stripe.create_promotion_code(idempotency_key="promo:FALL20", params={
+        "promotion": {"type": "coupon", "coupon": "Z4OV52SU"}, "code": "FALL20", "max_redemptions": 5})
+    updated = stripe.update_promotion_code("promo_1", params={"active": False, "metadata": {"note": None}})
+
+    coupon, promo, update = stub.requests
+    assert (coupon.path, coupon.headers["idempotency-key"]) == ("/v1/coupons", "coupon:1")
+    assert coupon.form == {"percent_off": "25.5", "duration": "forever", "name": "25.5% off"}
+    assert (promo.path, promo.headers["idempotency-key"]) == ("/v1/promotion_codes", "promo:FALL20")
+    assert promo.form == {"promotion[type]": "coupon", "promotion[coupon]": "Z4OV52SU", "code": "FALL20",
+                          "max_redemptions": "5"}
+    assert (update.method, update.path) == ("POST", "/v1/promotion_codes/promo_1")
+    assert update.form == {"active": "false", "metadata[note]": ""}
+    assert updated["active"] is False
+
+
+# -- failures -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "error_type", "transient"),
+    [
+        (429, {"type": "invalid_request_error", "code": "rate_limit", "message": "Too many requests."},
+         "rate_limit", True),
+        (500, {"type": "api_error", "message": "Something went wrong on Stripe's end."}, "api_error", True),
+        (503, {"type": "api_error", "message": "Service unavailable."}, "api_error", True),
+        (409, {"type": "invalid_request_error", "code": "lock_timeout", "message": "Locked."},
+         "invalid_request_error", True),
+        (409, {"type": "idempotency_error", "message": "Conflict."}, "idempotency_error", False),
+        (404, {"type": "invalid_request_error", "code": "resource_missing", "param": "id",
+               "message": "No such customer: 'cus_x'"}, "invalid_request_error", False),
+        (401, {"type": "invalid_request_error", "message": "Invalid API Key provided: sk_test_****"},
+         "invalid_request_error", False),
+    ],
+)
+def test_error_mapping(stripe: StripeProcessor, stub: StripeStub, status: int, error: dict[str, Any],
+                       error_type: str, transient: bool) -> None:
+    stub.reply(status, {"error": error})
+    with pytest.raises(ProcessorFailure) as excinfo:
+        stripe.retrieve_customer("cus_x")
+    failure = excinfo.value
+    assert (failure.status, failure.type, failure.transient) == (status, error_type, transient)
+    assert (failure.code, failure.param) == (error.get("code"), error.get("param"))
+    assert failure.message == error["message"]
+    assert failure.request_id == "req_stub_123"
+    assert len(stub.requests) == 1  # max_network_retries=0
+
+
+def test_a_non_json_error_body_is_not_echoed(stripe: StripeProcessor, stub: StripeStub) -> None:
+    stub.reply(502, b"<html>proxy error: customer ada@example.com</html>", headers={"Content-Type": "text/html"})
+    with pytest.raises(ProcessorFailure) as excinfo:
+        stripe.retrieve_customer("cus_x")
+    failure = excinfo.value
+    assert (failure.status, failure.transient) == (502, True)
+    assert "ada@example.com" not in failure.message and "html" not in failure.message
+    assert "ada@example.com" not in repr(failure)
+
+
+def test_stripe_should_retry_header_wins(stripe: StripeProcessor, stub: StripeStub) -> None:
+    stub.reply(500, {"error": {"type": "api_error", "message": "replayed"}}, headers={"Stripe-Should-Retry": "false"})
+    with pytest.raises(ProcessorFailure) as excinfo:
+        stripe.retrieve_customer("cus_x")
+    assert excinfo.value.transient is False
+
+
+def test_messages_are_capped(stripe: StripeProcessor, stub: StripeStub) -> None:
+    stub.reply(400, {"error": {"type": "invalid_request_error", "message": "x" * 5000}})
+    with pytest.raises(ProcessorFailure) as excinfo:
+        stripe.retrieve_customer("cus_x")
+    assert len(excinfo.value.message) == 512
+
+
+def test_sdk_retries_reuse_the_idempotency_key(stub: StripeStub, fixtures: dict[str, Any],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from stripe._http_client import HTTPClient
+
+    monkeypatch.setattr(HTTPClient, "_sleep_time_seconds", lambda self, num_retries, *a, **k: 0.0)
+    processor = StripeProcessor(API_KEY, base_url=stub.url, max_network_retries=2)
+    stub.reply(500, {"error": {"type": "api_error", "message": "boom"}}, times=2)
+    stub.reply(200, fixtures["customer"])
+    result = processor.create_customer(idempotency_key="create-customer:team:42", email=None, name="Ada",
+                                       metadata={"owner_type": "team", "owner_id": "42"})
+    assert result["id"] == fixtures["customer"]["id"]
+    assert [r.headers["idempotency-key"] for r in stub.requests] == ["create-customer:team:42"] * 3
+    assert len({r.body for r in stub.requests}) == 1
+
+
+def test_unreachable_stripe_is_a_transient_network_failure(stub: StripeStub) -> None:
+    url = stub.url
+    stub.shutdown()
+    stub.server_close()
+    processor = StripeProcessor(API_KEY, base_url=url, max_network_retries=0, timeout=2)
+    with pytest.raises(ProcessorFailure) as excinfo:
+        processor.retrieve_customer("cus_x")
+    failure = excinfo.value
+    assert (failure.type, failure.status, failure.transient) == ("network", None, True)
+    assert API_KEY not in repr(processor)
+
+
+def test_importing_the_package_and_the_fake_does_not_load_the_sdk() -> None:
+    code = (
+        "import sys\n"
+        "import billing.processor, billing.processor.fake, billing.processor.remote, billing.processor.rpc\n"
+        "assert 'stripe' not in sys.modules, 'stripe imported'\n"
+        "import billing.processor.stripe_processor\n"
+        "assert 'stripe' not in sys.modules, 'stripe imported by the module'\n"
+    )
+    env_path = f"{ROOT / 'layers' / 'common'}"
+    result = subprocess.run(  # noqa: S603 (our own interpreter, fixed code)
+        [sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": env_path}, check=False
+    )
+    assert result.returncode == 0, result.stderr
