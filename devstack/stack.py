@@ -14,6 +14,7 @@ from typing import Any
 
 from devstack.cfn import TemplateError
 from devstack.dynamodb import EmbeddedMoto, client, create_tables
+from devstack.fake_stripe import RPC_PATH, FakeStripe
 from devstack.gateway import Gateway, LocalRequest
 from devstack.runtime import FunctionError, FunctionRuntime
 from devstack.schedules import ScheduleRunner
@@ -75,6 +76,8 @@ class LocalStack:
         self.on_failure = OnFailureLog()
         self.streams: StreamSupervisor | None = None
         self.schedules: ScheduleRunner | None = None
+        # Without a Stripe key every function shares the stack's one Fake.
+        self.fake_stripe = None if settings.stripe_api_key else FakeStripe()
         self.ddb_endpoint = ""
 
     # -- lifecycle -----------------------------------------------------------------
@@ -107,6 +110,8 @@ class LocalStack:
             self.runtimes[spec.logical_id] = FunctionRuntime(spec, env, self.settings.concurrency)
         self.gateway.set_routes([r for f in self.functions for r in f.routes])
         self._register_local_routes()
+        if self.fake_stripe is not None:
+            self.fake_stripe.register(self.gateway.router)
         with ThreadPoolExecutor(max_workers=len(self.runtimes) or 1) as pool:
             for error in [f.exception() for f in [pool.submit(r.warm) for r in self.runtimes.values()]]:
                 if error is not None:
@@ -155,6 +160,10 @@ class LocalStack:
             "POWERTOOLS_METRICS_DISABLED": "true",
             "BILLING_LOCAL_STACK": "1",
         }
+        if self.fake_stripe is not None:
+            assert self.gateway is not None
+            env["PROCESSOR"] = "fake"
+            env["FAKE_PROCESSOR_URL"] = self.gateway.url + RPC_PATH
         env.update(self.settings.extra_env)
         return env
 

@@ -12,6 +12,7 @@ from typing import Any
 from devstack.cfn import Resolver, TemplateError, load_template
 
 REGION = "us-east-1"
+ROOT_LAYER = Path(__file__).resolve().parent.parent / "layers" / "common"
 ACCOUNT = "123456789012"
 
 

@@ -4,8 +4,21 @@ from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from billing.api.app import app
+from billing.config import require_env
 from billing.observability import logger, metrics, tracer
+from billing.tables import (
+    CHARGES_TABLE,
+    CUSTOMERS_TABLE,
+    EVENTS_TABLE,
+    INVOICES_TABLE,
+    PAYMENT_METHODS_TABLE,
+    SUBSCRIPTIONS_TABLE,
+)
+
+# A deployment missing a table fails its cold start, naming the variable.
+require_env(CUSTOMERS_TABLE, PAYMENT_METHODS_TABLE, SUBSCRIPTIONS_TABLE, INVOICES_TABLE, CHARGES_TABLE, EVENTS_TABLE)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

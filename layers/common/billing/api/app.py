@@ -8,7 +8,7 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 
-from billing.api import errors, health
+from billing.api import customers, errors, health
 from billing.api.schemas import ErrorBody
 
 TITLE = "billing-functions"
@@ -17,6 +17,7 @@ VERSION = "0.1.0"
 app = APIGatewayRestResolver(enable_validation=True)
 errors.register(app)
 app.include_router(health.router)
+app.include_router(customers.router)
 
 
 def _contract_errors(doc: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,253 @@
+"""Customer, payment-method and ledger routes (DESIGN.md section 4)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any, Literal
+from urllib.parse import unquote
+
+from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+from aws_lambda_powertools.event_handler.router import APIGatewayRouter
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from billing import customers, payment_methods
+from billing.api.schemas import error_responses
+from billing.currencies import ISO_4217
+from billing.errors import ValidationFailed
+from billing.ledger import Actor
+
+router = APIGatewayRouter()
+
+EMAIL = re.compile(r"^[^@\s\x00-\x1f]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+LOCALE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}$")
+TIMEZONE = re.compile(r"^(UTC|[A-Za-z]+(/[A-Za-z0-9_+-]+){1,2})$")
+
+
+class CustomerFields(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: str | None = Field(None, max_length=512, examples=["billing@example.com"])
+    name: str | None = Field(None, min_length=1, max_length=256)
+    currency: str | None = Field(None, description="ISO 4217, lower case", examples=["usd"])
+    tax_exempt: Literal["none", "exempt", "reverse"] | None = None
+    preferred_locale: str | None = Field(None, max_length=35, examples=["en-US"])
+    preferred_timezone: str | None = Field(None, max_length=64, examples=["Europe/Berlin"])
+    metadata: dict[str, Any] | None = Field(None, description="Stripe metadata rules apply")
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, v: str | None) -> str | None:
+        if v is not None and not EMAIL.match(v):
+            raise ValueError("not an email address")
+        return v
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, v: str | None) -> str | None:
+        if v is not None and v not in ISO_4217:
+            raise ValueError("must be a 3-letter lower-case ISO 4217 code")
+        return v
+
+    @field_validator("preferred_locale")
+    @classmethod
+    def _locale(cls, v: str | None) -> str | None:
+        if v is not None and not LOCALE.match(v):
+            raise ValueError("must be a BCP 47 tag like en-US")
+        return v
+
+    @field_validator("preferred_timezone")
+    @classmethod
+    def _timezone(cls, v: str | None) -> str | None:
+        if v is not None and not TIMEZONE.match(v):
+            raise ValueError("must be an IANA time zone like Europe/Berlin")
+        return v
+
+    def attrs(self) -> customers.CustomerAttrs:
+        return customers.CustomerAttrs(
+            email=self.email, name=self.name, currency=self.currency, tax_exempt=self.tax_exempt,
+            preferred_locale=self.preferred_locale, preferred_timezone=self.preferred_timezone,
+            metadata=dict(self.metadata or {}),
+        )
+
+
+class CreateCustomer(CustomerFields):
+    owner_type: str = Field(min_length=1, max_length=255)
+    owner_id: str = Field(min_length=1, max_length=255)
+
+
+class PatchCustomer(CustomerFields):
+    lock_version: int | None = Field(None, ge=1)
+
+
+class Address(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    line1: str | None = Field(None, max_length=200)
+    line2: str | None = Field(None, max_length=200)
+    city: str | None = Field(None, max_length=200)
+    state: str | None = Field(None, max_length=200)
+    postal_code: str | None = Field(None, max_length=20)
+    country: str = Field(min_length=1, max_length=2)
+
+
+class TaxLocation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    address: Address
+
+
+class PaymentMethodRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    payment_method_id: str = Field(min_length=4, max_length=255, examples=["pm_card_visa"])
+
+
+def _param(name: str, matched: str) -> str:
+    """A path parameter as API Gateway decoded it.
+
+    REST APIs keep `path` percent-encoded, which is what Powertools matches
+    routes against; `pathParameters` carries the decoded values.
+    """
+    return str((router.current_event.path_parameters or {}).get(name, unquote(matched)))
+
+
+def _actor() -> Actor:
+    identity = (router.current_event.request_context.identity.raw_event or {})
+    return Actor("api", identity.get("userArn") or identity.get("caller") or None)
+
+
+def _json(status: int, body: Any, etag: int | None = None) -> Response[str]:
+    headers = {"ETag": f'"{etag}"'} if etag is not None else None
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps(body),
+                    headers=headers)
+
+
+def _customer(status: int, body: dict[str, Any]) -> Response[str]:
+    return _json(status, body, body["lock_version"])
+
+
+def _if_match() -> int | None:
+    raw = router.current_event.headers.get("if-match") or router.current_event.headers.get("If-Match")
+    if raw is None:
+        return None
+    value = raw.strip().removeprefix("W/").strip('"')
+    if not value.isdigit():
+        raise ValidationFailed("If-Match must be a quoted lock_version, e.g. \"3\"", {"If-Match": "invalid"})
+    return int(value)
+
+
+CUSTOMER_ERRORS = error_responses(400, 404, 409, 422, 502)
+
+
+@router.put("/v1/owners/<owner_type>/<owner_id>/customer", summary="Fetch or create the owner's customer",
+            tags=["customers"], responses={200: {"description": "Existing customer"},
+                                           201: {"description": "Created"}, **CUSTOMER_ERRORS})
+def fetch_or_create(owner_type: str, owner_id: str,
+                    body: Annotated[CustomerFields | None, Body()] = None) -> Response[str]:
+    attrs = (body or CustomerFields()).attrs()
+    customer, created = customers.fetch_or_create(_param("owner_type", owner_type), _param("owner_id", owner_id),
+                                                  attrs, _actor())
+    return _customer(201 if created else 200, customer)
+
+
+@router.post("/v1/customers", summary="Create a customer (always calls the processor)", tags=["customers"],
+             responses={201: {"description": "Created"}, **CUSTOMER_ERRORS})
+def create_customer(body: CreateCustomer) -> Response[str]:
+    return _customer(201, customers.create(body.owner_type, body.owner_id, body.attrs(), _actor()))
+
+
+@router.get("/v1/customers/<customer_id>", summary="A customer", tags=["customers"],
+            responses=error_responses(404, 422))
+def get_customer(customer_id: str,
+                 include: Annotated[str | None, Query(description="payment_methods,subscriptions,invoices,charges")]
+                 = None) -> Response[str]:
+    customer_id = _param("customer_id", customer_id)
+    customer_id = _param("customer_id", customer_id)
+    body = customers.get(customer_id, customers.parse_includes(include))
+    return _customer(200, body)
+
+
+@router.get("/v1/customers", summary="List customers", tags=["customers"], responses=error_responses(422))
+def list_customers(
+    owner_type: Annotated[str | None, Query(max_length=255)] = None,
+    owner_id: Annotated[str | None, Query(max_length=255)] = None,
+    email: Annotated[str | None, Query(max_length=512)] = None,
+    currency: Annotated[str | None, Query(max_length=3)] = None,
+    processor_id: Annotated[str | None, Query(max_length=255)] = None,
+    include_deleted: Annotated[bool, Query()] = False,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=2048)] = None,
+) -> Response[str]:
+    filters = {k: v for k, v in {"owner_type": owner_type, "owner_id": owner_id, "email": email,
+                                 "currency": currency, "processor_id": processor_id}.items() if v is not None}
+    data, next_cursor = customers.list_customers(filters, limit=limit, cursor=cursor,
+                                                 include_deleted=include_deleted)
+    return _json(200, {"data": data, "next_cursor": next_cursor})
+
+
+@router.patch("/v1/customers/<customer_id>", summary="Update a customer locally", tags=["customers"],
+              responses=error_responses(404, 409, 412, 422))
+def patch_customer(customer_id: str, body: PatchCustomer) -> Response[str]:
+    customer_id = _param("customer_id", customer_id)
+    expected = _if_match()
+    if expected is None:
+        expected = body.lock_version
+    changes = body.model_dump(exclude_unset=True, exclude={"lock_version"})
+    return _customer(200, customers.update(customer_id, changes, expected_version=expected, actor=_actor()))
+
+
+@router.put("/v1/customers/<customer_id>/tax-location", summary="Set the tax location (validated now)",
+            tags=["customers"], responses=error_responses(404, 409, 422, 502))
+def put_tax_location(customer_id: str, body: TaxLocation) -> Response[str]:
+    customer_id = _param("customer_id", customer_id)
+    address = body.address.model_dump(exclude_none=True)
+    return _customer(200, customers.update_tax_location(customer_id, address, _actor()))
+
+
+@router.put("/v1/customers/<customer_id>/default-payment-method", summary="Set the default payment method",
+            tags=["payment methods"], responses=error_responses(404, 409, 422, 502))
+def put_default_payment_method(customer_id: str, body: PaymentMethodRef) -> Response[str]:
+    customer_id = _param("customer_id", customer_id)
+    return _customer(200, payment_methods.set_default(customer_id, body.payment_method_id, _actor()))
+
+
+@router.post("/v1/customers/<customer_id>/payment-methods", summary="Attach a payment method",
+             tags=["payment methods"], responses={200: {"description": "Already attached (same card)"},
+                                                  201: {"description": "Attached"},
+                                                  **error_responses(404, 409, 422, 502)})
+def attach_payment_method(customer_id: str, body: PaymentMethodRef) -> Response[str]:
+    customer_id = _param("customer_id", customer_id)
+    pm, created = payment_methods.attach(customer_id, body.payment_method_id, _actor())
+    return _json(201 if created else 200, pm)
+
+
+@router.get("/v1/customers/<customer_id>/payment-methods", summary="Attached payment methods",
+            tags=["payment methods"], responses=error_responses(404))
+def list_payment_methods(customer_id: str) -> Response[str]:
+    customer_id = _param("customer_id", customer_id)
+    return _json(200, {"data": payment_methods.list_for(customer_id), "next_cursor": None})
+
+
+@router.delete("/v1/customers/<customer_id>/payment-methods/<payment_method_id>", summary="Detach",
+               tags=["payment methods"], responses=error_responses(404, 502))
+def detach_payment_method(customer_id: str, payment_method_id: str) -> Response[str]:
+    customer_id = _param("customer_id", customer_id)
+    payment_method_id = _param("payment_method_id", payment_method_id)
+    return _json(200, payment_methods.detach(customer_id, payment_method_id, _actor()))
+
+
+@router.delete("/v1/customers/<customer_id>", summary="Soft-delete (mirrored to the processor)",
+               tags=["customers"], responses=error_responses(404, 502))
+def delete_customer(customer_id: str) -> Response[str]:
+    customer_id = _param("customer_id", customer_id)
+    return _customer(200, customers.delete(customer_id, _actor()))
+
+
+@router.get("/v1/customers/<customer_id>/events", summary="The customer's ledger, newest first",
+            tags=["customers"], responses=error_responses(404, 422))
+def customer_events(customer_id: str,
+                    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+                    cursor: Annotated[str | None, Query(max_length=2048)] = None) -> Response[str]:
+    customer_id = _param("customer_id", customer_id)
+    data, next_cursor = customers.events(customer_id, limit=limit, cursor=cursor)
+    return _json(200, {"data": data, "next_cursor": next_cursor})
