@@ -50,3 +50,27 @@ def test_reference_to_a_missing_table(tmp_path: Path) -> None:
 
 def test_bad_port_value() -> None:
     assert_one_line_failure(run_devstack({"PORT": "http"}), "PORT must be a port number")
+
+
+def test_ctrl_c_stops_cleanly() -> None:
+    import signal
+    import time
+
+    env = {**os.environ, "PORT": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "devstack", "run"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if "Ctrl-C stops." in line or not line:
+            break
+    assert any("ready in" in line for line in lines), lines
+    assert any("curl -s http://127.0.0.1:" in line for line in lines)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "stopping" in out
+    assert "Traceback" not in err
