@@ -235,6 +235,13 @@ def _cancelled_codes(exc: TransactWriteError) -> list[str | None]:
     return [getattr(r, "code", None) if r else None for r in (exc.cancellation_reasons or [])]
 
 
+def lost_race(exc: TransactWriteError) -> bool:
+    """Cancelled because another writer got there first: a version condition
+    failed, or DynamoDB saw a concurrent transaction on one of the items.
+    Nothing was written either way; re-read and try again."""
+    return bool({"ConditionalCheckFailed", "TransactionConflict"} & set(_cancelled_codes(exc)))
+
+
 def _create(owner_type: str, owner_id: str, attrs: CustomerAttrs, actor: Actor, *, explicit: bool
             ) -> tuple[CustomerRow, bool]:
     validate_owner(owner_type, owner_id)
@@ -268,32 +275,44 @@ def _create(owner_type: str, owner_id: str, attrs: CustomerAttrs, actor: Actor, 
     # A released guard (its customer deleted) may be claimed again, once per generation.
     claimable = GuardRow.pk.does_not_exist() | (GuardRow.customer_id.does_not_exist()
                                                 & (GuardRow.generation == generation))
-    try:
-        with TransactWrite(connection=connection()) as tw:
-            tw.save(row, condition=CustomerRow.pk.does_not_exist())
-            tw.save(new_guard, condition=claimable)
-            tw.save(GuardRow(pk=_processor_guard(processor, str(obj["id"])), customer_id=row.pk),
-                    condition=GuardRow.pk.does_not_exist())
-            ledger.append(tw, type_="customer.created", subject_type="customer", subject_id=row.pk,
-                          actor=actor, data={"processor_id": obj.get("id"), "owner_type": owner_type,
-                                             "owner_id": owner_id}, idempotency_key=key)
-    except TransactWriteError as exc:
-        codes = _cancelled_codes(exc)
-        if "ConditionalCheckFailed" not in codes:
-            raise
-        # Someone else linked this owner (or this processor customer) first:
-        # the processor create was idempotent, so theirs is the same customer.
-        existing = find_by_owner(owner_type, owner_id, processor)
-        if existing is None:
-            existing = find_by_processor_id(str(obj["id"]))
-        if existing is None:
-            raise Conflict("the customer was created concurrently; retry") from None
-        if explicit:
-            raise Conflict(f"owner {owner_type}/{owner_id} already has a {processor} customer",
-                           {"customer_id": existing.pk}) from None
-        return existing, False
+    for attempt in range(CONFLICT_RETRIES):
+        try:
+            with TransactWrite(connection=connection()) as tw:
+                tw.save(row, condition=CustomerRow.pk.does_not_exist())
+                tw.save(new_guard, condition=claimable)
+                tw.save(GuardRow(pk=_processor_guard(processor, str(obj["id"])), customer_id=row.pk),
+                        condition=GuardRow.pk.does_not_exist())
+                ledger.append(tw, type_="customer.created", subject_type="customer", subject_id=row.pk,
+                              actor=actor, data={"processor_id": obj.get("id"), "owner_type": owner_type,
+                                                 "owner_id": owner_id}, idempotency_key=key)
+            break
+        except TransactWriteError as exc:
+            codes = _cancelled_codes(exc)
+            if "ConditionalCheckFailed" in codes:
+                return _linked_concurrently(owner_type, owner_id, processor, str(obj["id"]), explicit)
+            if "TransactionConflict" not in codes:
+                raise
+            # Another transaction held one of our items: nothing committed, try again.
+            backoff(attempt)
+    else:
+        raise Conflict("the customer is being created concurrently; retry")
     logger.info("customer created", extra={"customer_id": row.pk, "processor": processor})
     return row, True
+
+
+def _linked_concurrently(owner_type: str, owner_id: str, processor: str, processor_id: str, explicit: bool
+                         ) -> tuple[CustomerRow, bool]:
+    """Someone else linked this owner (or this processor customer) first: the
+    processor create was idempotent, so theirs is the same customer."""
+    existing = find_by_owner(owner_type, owner_id, processor)
+    if existing is None:
+        existing = find_by_processor_id(processor_id)
+    if existing is None:
+        raise Conflict("the customer was created concurrently; retry")
+    if explicit:
+        raise Conflict(f"owner {owner_type}/{owner_id} already has a {processor} customer",
+                       {"customer_id": existing.pk})
+    return existing, False
 
 
 def fetch_or_create(owner_type: str, owner_id: str, attrs: CustomerAttrs, actor: Actor
@@ -349,14 +368,14 @@ def update(customer_id: str, changes: dict[str, Any], *, expected_version: int |
                 ledger.append(tw, type_="customer.updated", subject_type="customer", subject_id=row.pk,
                               actor=actor, data={"changed_fields": changed})
         except TransactWriteError as exc:
-            if "ConditionalCheckFailed" in _cancelled_codes(exc):
-                if expected_version is not None:
-                    raise PreconditionFailed("the customer changed concurrently",
-                                             {"lock_version": load(customer_id).lock_version}) from None
-                logger.info("customer update lost a race; retrying", extra={"attempt": attempt})
-                backoff(attempt)
-                continue
-            raise
+            if not lost_race(exc):
+                raise
+            if expected_version is not None and "ConditionalCheckFailed" in _cancelled_codes(exc):
+                raise PreconditionFailed("the customer changed concurrently",
+                                         {"lock_version": load(customer_id).lock_version}) from None
+            logger.info("customer update lost a race; retrying", extra={"attempt": attempt})
+            backoff(attempt)
+            continue
         return to_api(row)
     raise Conflict("the customer is changing too fast; retry")
 
@@ -376,7 +395,7 @@ def _retry_on_conflict(customer_id: str, mutate: Callable[[CustomerRow], list[st
                 ledger.append(tw, type_=ledger_type, subject_type="customer", subject_id=row.pk, actor=actor,
                               data={"changed_fields": changed})
         except TransactWriteError as exc:
-            if "ConditionalCheckFailed" in _cancelled_codes(exc):
+            if lost_race(exc):
                 backoff(attempt)
                 continue
             raise
@@ -472,7 +491,7 @@ def delete(customer_id: str, actor: Actor) -> dict[str, Any]:
                 ledger.append(tw, type_="customer.deleted", subject_type="customer", subject_id=row.pk,
                               actor=actor, data={"processor_id": row.processor_id})
         except TransactWriteError as exc:
-            if "ConditionalCheckFailed" in _cancelled_codes(exc):
+            if lost_race(exc):
                 backoff(attempt)
                 continue
             raise

@@ -73,11 +73,12 @@ def attach(customer_id: str, payment_method_id: Any, actor: Actor) -> tuple[dict
             tw.save(row, condition=PaymentMethodRow.pk.does_not_exist())
             ledger.append(tw, type_="payment_method.attached", subject_type="customer", subject_id=customer.pk,
                           actor=actor, data={"payment_method_id": row.pk, "brand": row.brand})
-    except TransactWriteError:
+    except TransactWriteError as exc:
+        # A concurrent attach of the same payment method wrote it first.
         try:
             return projections.to_api(PaymentMethodRow.get(row.pk, consistent_read=True)), False
         except DoesNotExist:
-            raise
+            raise exc from None
     return projections.to_api(row), True
 
 
@@ -116,7 +117,9 @@ def detach(customer_id: str, payment_method_id: str, actor: Actor) -> dict[str, 
                     tw.save(customer)
                 ledger.append(tw, type_="payment_method.detached", subject_type="customer", subject_id=customer_id,
                               actor=actor, data={"payment_method_id": pm.pk, "default_cleared": cleared})
-        except TransactWriteError:
+        except TransactWriteError as exc:
+            if not customers.lost_race(exc):
+                raise
             customers.backoff(attempt)
             continue
         return projections.to_api(pm)
@@ -154,7 +157,9 @@ def set_default(customer_id: str, payment_method_id: Any, actor: Actor) -> dict[
                 tw.condition_check(PaymentMethodRow, pm_id, condition=PaymentMethodRow.detached_at.does_not_exist())
                 ledger.append(tw, type_="customer.default_payment_method_set", subject_type="customer",
                               subject_id=customer_id, actor=actor, data={"payment_method_id": pm_id})
-        except TransactWriteError:
+        except TransactWriteError as exc:
+            if not customers.lost_race(exc):
+                raise
             if _load(customer_id, pm_id).detached_at:
                 raise Conflict(f"payment method {pm_id} was detached", type_="not_attached") from None
             customers.backoff(attempt)
