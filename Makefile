@@ -104,7 +104,7 @@ run: $(DEV_STAMP) ## the local stack on 127.0.0.1:PORT (env, default 3000); DESI
 	$(BIN)/python -m devstack run
 
 .PHONY: test
-test: lint typecheck unit template-check build ## everything CI checks, in order
+test: lint typecheck unit test-dynamodb-local template-check build ## everything CI checks, in order
 
 .PHONY: lint
 lint: $(DEV_STAMP) ## ruff
@@ -119,6 +119,10 @@ PYTEST_ARGS ?=
 .PHONY: unit
 unit: $(DEV_STAMP) ## pytest: the whole tests/ folder (unit, local stack, template contract)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+.PHONY: test-dynamodb-local
+test-dynamodb-local: $(DEV_STAMP) ## the local-stack integration suite again, on a real DynamoDB Local (npm + Java 17)
+	$(BIN)/python -m devstack.dynamodb_local -- $(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
 .PHONY: template-check
 template-check: $(SAM_STAMP) ## cfn-lint and sam validate (no AWS credentials needed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,9 @@ class Client:
 @pytest.fixture(scope="session")
 def stack() -> Iterator[LocalStack]:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    local = LocalStack(Settings(port=0, concurrency=4)).start()
+    # DYNAMODB_ENDPOINT_URL runs the same suite against a real DynamoDB Local.
+    endpoint = os.environ.get("DYNAMODB_ENDPOINT_URL") or None
+    local = LocalStack(Settings(port=0, concurrency=4, dynamodb_endpoint=endpoint)).start()
     try:
         yield local
     finally:
