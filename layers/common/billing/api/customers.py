@@ -13,6 +13,14 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from billing import customers, payment_methods
+from billing.api.models import (
+    Customer,
+    CustomerList,
+    LedgerPage,
+    PaymentMethod,
+    PaymentMethodList,
+    documented,
+)
 from billing.api.schemas import error_responses
 from billing.currencies import ISO_4217
 from billing.errors import ValidationFailed
@@ -140,8 +148,8 @@ CUSTOMER_ERRORS = error_responses(400, 404, 409, 422, 502)
 
 
 @router.put("/v1/owners/<owner_type>/<owner_id>/customer", summary="Fetch or create the owner's customer",
-            tags=["customers"], responses={200: {"description": "Existing customer"},
-                                           201: {"description": "Created"}, **CUSTOMER_ERRORS})
+            tags=["customers"], responses={200: documented(Customer, "Existing customer"),
+                                           201: documented(Customer, "Created"), **CUSTOMER_ERRORS})
 def fetch_or_create(owner_type: str, owner_id: str,
                     body: Annotated[CustomerFields | None, Body()] = None) -> Response[str]:
     attrs = (body or CustomerFields()).attrs()
@@ -151,13 +159,13 @@ def fetch_or_create(owner_type: str, owner_id: str,
 
 
 @router.post("/v1/customers", summary="Create a customer (always calls the processor)", tags=["customers"],
-             responses={201: {"description": "Created"}, **CUSTOMER_ERRORS})
+             responses={201: documented(Customer, "Created"), **CUSTOMER_ERRORS})
 def create_customer(body: CreateCustomer) -> Response[str]:
     return _customer(201, customers.create(body.owner_type, body.owner_id, body.attrs(), _actor()))
 
 
 @router.get("/v1/customers/<customer_id>", summary="A customer", tags=["customers"],
-            responses=error_responses(404, 422))
+            responses={200: documented(Customer, "The customer"), **error_responses(404, 422)})
 def get_customer(customer_id: str,
                  include: Annotated[str | None, Query(description="payment_methods,subscriptions,invoices,charges")]
                  = None) -> Response[str]:
@@ -167,13 +175,14 @@ def get_customer(customer_id: str,
     return _customer(200, body)
 
 
-@router.get("/v1/customers", summary="List customers", tags=["customers"], responses=error_responses(422))
+@router.get("/v1/customers", summary="List customers", tags=["customers"],
+            responses={200: documented(CustomerList, "A page of customers"), **error_responses(422)})
 def list_customers(
-    owner_type: Annotated[str | None, Query(max_length=255)] = None,
-    owner_id: Annotated[str | None, Query(max_length=255)] = None,
-    email: Annotated[str | None, Query(max_length=512)] = None,
-    currency: Annotated[str | None, Query(max_length=3)] = None,
-    processor_id: Annotated[str | None, Query(max_length=255)] = None,
+    owner_type: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
+    owner_id: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
+    email: Annotated[str | None, Query(min_length=3, max_length=512)] = None,
+    currency: Annotated[str | None, Query(pattern="^[a-z]{3}$")] = None,
+    processor_id: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
     include_deleted: Annotated[bool, Query()] = False,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
@@ -186,7 +195,7 @@ def list_customers(
 
 
 @router.patch("/v1/customers/<customer_id>", summary="Update a customer locally", tags=["customers"],
-              responses=error_responses(404, 409, 412, 422))
+              responses={200: documented(Customer, "Updated"), **error_responses(404, 409, 412, 422)})
 def patch_customer(customer_id: str, body: PatchCustomer) -> Response[str]:
     customer_id = _param("customer_id", customer_id)
     expected = _if_match()
@@ -197,7 +206,8 @@ def patch_customer(customer_id: str, body: PatchCustomer) -> Response[str]:
 
 
 @router.put("/v1/customers/<customer_id>/tax-location", summary="Set the tax location (validated now)",
-            tags=["customers"], responses=error_responses(404, 409, 422, 502))
+            tags=["customers"],
+            responses={200: documented(Customer, "Updated"), **error_responses(404, 409, 422, 502)})
 def put_tax_location(customer_id: str, body: TaxLocation) -> Response[str]:
     customer_id = _param("customer_id", customer_id)
     address = body.address.model_dump(exclude_none=True)
@@ -205,15 +215,16 @@ def put_tax_location(customer_id: str, body: TaxLocation) -> Response[str]:
 
 
 @router.put("/v1/customers/<customer_id>/default-payment-method", summary="Set the default payment method",
-            tags=["payment methods"], responses=error_responses(404, 409, 422, 502))
+            tags=["payment methods"],
+            responses={200: documented(Customer, "Updated"), **error_responses(404, 409, 422, 502)})
 def put_default_payment_method(customer_id: str, body: PaymentMethodRef) -> Response[str]:
     customer_id = _param("customer_id", customer_id)
     return _customer(200, payment_methods.set_default(customer_id, body.payment_method_id, _actor()))
 
 
 @router.post("/v1/customers/<customer_id>/payment-methods", summary="Attach a payment method",
-             tags=["payment methods"], responses={200: {"description": "Already attached (same card)"},
-                                                  201: {"description": "Attached"},
+             tags=["payment methods"], responses={200: documented(PaymentMethod, "Already attached (same card)"),
+                                                  201: documented(PaymentMethod, "Attached"),
                                                   **error_responses(404, 409, 422, 502)})
 def attach_payment_method(customer_id: str, body: PaymentMethodRef) -> Response[str]:
     customer_id = _param("customer_id", customer_id)
@@ -222,14 +233,16 @@ def attach_payment_method(customer_id: str, body: PaymentMethodRef) -> Response[
 
 
 @router.get("/v1/customers/<customer_id>/payment-methods", summary="Attached payment methods",
-            tags=["payment methods"], responses=error_responses(404))
+            tags=["payment methods"],
+            responses={200: documented(PaymentMethodList, "Attached payment methods"), **error_responses(404)})
 def list_payment_methods(customer_id: str) -> Response[str]:
     customer_id = _param("customer_id", customer_id)
     return _json(200, {"data": payment_methods.list_for(customer_id), "next_cursor": None})
 
 
 @router.delete("/v1/customers/<customer_id>/payment-methods/<payment_method_id>", summary="Detach",
-               tags=["payment methods"], responses=error_responses(404, 502))
+               tags=["payment methods"],
+               responses={200: documented(PaymentMethod, "Detached"), **error_responses(404, 502)})
 def detach_payment_method(customer_id: str, payment_method_id: str) -> Response[str]:
     customer_id = _param("customer_id", customer_id)
     payment_method_id = _param("payment_method_id", payment_method_id)
@@ -237,14 +250,14 @@ def detach_payment_method(customer_id: str, payment_method_id: str) -> Response[
 
 
 @router.delete("/v1/customers/<customer_id>", summary="Soft-delete (mirrored to the processor)",
-               tags=["customers"], responses=error_responses(404, 502))
+               tags=["customers"], responses={200: documented(Customer, "Deleted"), **error_responses(404, 502)})
 def delete_customer(customer_id: str) -> Response[str]:
     customer_id = _param("customer_id", customer_id)
     return _customer(200, customers.delete(customer_id, _actor()))
 
 
 @router.get("/v1/customers/<customer_id>/events", summary="The customer's ledger, newest first",
-            tags=["customers"], responses=error_responses(404, 422))
+            tags=["customers"], responses={200: documented(LedgerPage, "Ledger rows"), **error_responses(404, 422)})
 def customer_events(customer_id: str,
                     limit: Annotated[int, Query(ge=1, le=100)] = 50,
                     cursor: Annotated[str | None, Query(max_length=2048)] = None) -> Response[str]:
