@@ -3,7 +3,13 @@ every table created from template.yaml's own resource definitions."""
 
 from __future__ import annotations
 
+import contextvars
 import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -21,24 +27,133 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+_TRANSACTION_SNAPSHOTS: contextvars.ContextVar[dict[int, Any] | None] = contextvars.ContextVar(
+    "moto_transaction_snapshots", default=None)
+
+
+def _snapshot_each_table_once() -> None:
+    """moto 5.2.5's TransactWriteItems deep-copies a table (items and stream
+    records) for rollback once per *item* that names it: a 100-item
+    transaction copied the same table 100 times, seconds on a table of a few
+    thousand rows. Within one call every copy is of the same unchanged table,
+    so one copy per table is the same snapshot at a hundredth of the cost."""
+    from moto.dynamodb import models
+    from moto.dynamodb.models.table import Table
+
+    if getattr(models.DynamoDBBackend.transact_write_items, "_snapshots_once", False):
+        return
+    import copy as real_copy
+
+    class _Copy:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real_copy, name)
+
+        @staticmethod
+        def deepcopy(obj: Any, memo: Any = None) -> Any:
+            cache = _TRANSACTION_SNAPSHOTS.get()
+            if cache is None or not isinstance(obj, Table):
+                return real_copy.deepcopy(obj, memo)
+            if id(obj) not in cache:
+                cache[id(obj)] = real_copy.deepcopy(obj, memo)
+            return cache[id(obj)]
+
+    original = models.DynamoDBBackend.transact_write_items
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        token = _TRANSACTION_SNAPSHOTS.set({})
+        try:
+            original(self, transact_items)
+        finally:
+            _TRANSACTION_SNAPSHOTS.reset(token)
+
+    transact_write_items._snapshots_once = True  # type: ignore[attr-defined]
+    setattr(models, "copy", _Copy())  # noqa: B010 - the module's `copy` global, seen only by moto
+    models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+
+
+_MOTO_DYNAMODB_LOCK = threading.RLock()
+
+
+def _serialize_dynamodb_requests() -> None:
+    """moto's server runs each request in its own thread, but its DynamoDB
+    backend is not thread-safe: a TransactWriteItems deep-copies a table
+    while another request adds an item to it ("dictionary changed size during
+    iteration", a 500 that three retries may not get past). DynamoDB itself
+    has no such failure, so the local stack must not have one either: its
+    DynamoDB and DynamoDB Streams requests run one at a time (moto holds the
+    GIL for nearly all of each request anyway)."""
+    from moto.dynamodb.responses import DynamoHandler
+    from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
+
+    for handler in (DynamoHandler, DynamoDBStreamsHandler):
+        original = handler.call_action
+        if getattr(original, "_serialized", False):
+            continue
+
+        def call_action(self: Any, _original: Any = original) -> Any:
+            with _MOTO_DYNAMODB_LOCK:
+                return _original(self)
+
+        call_action._serialized = True  # type: ignore[attr-defined]
+        handler.call_action = call_action  # type: ignore[method-assign]
+
+
+def patch_moto() -> None:
+    """Make moto's DynamoDB behave like DynamoDB under the local stack's load
+    (both fixes above); call it in the process that hosts the moto server."""
+    _snapshot_each_table_once()
+    _serialize_dynamodb_requests()
+
+
 class EmbeddedMoto:
-    """moto's server in a thread of this process, on a free loopback port."""
+    """moto's server in a process of its own (devstack.moto_server), on a
+    free loopback port: its state belongs to this stack alone."""
 
     def __init__(self) -> None:
-        from moto.server import ThreadedMotoServer
-
         self.port = free_port()
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._proc: subprocess.Popen[str] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        self._server.start()
+    def start(self, timeout: float = 60) -> None:
+        self._proc = subprocess.Popen(  # noqa: S603 - our own module, our interpreter
+            [sys.executable, "-m", "devstack.moto_server", str(self.port)],
+            cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.PIPE, text=True,
+        )
+        assert self._proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self._proc.stdout.readline()
+            if line.startswith("moto ready"):
+                return
+            if not line and self._proc.poll() is not None:
+                break
+        self.stop()
+        raise RuntimeError("the embedded moto server did not start")
+
+    def faults(self, **fault: Any) -> dict[str, Any]:
+        """Script DynamoDB faults (devstack.moto_server.FaultInjector), or read them."""
+        import json
+        from urllib.request import Request, urlopen
+
+        data = json.dumps(fault).encode() if fault else None
+        request = Request(self.url + "/_devstack/faults", data=data, method="POST" if fault else "GET",  # noqa: S310
+                          headers={"Content-Type": "application/json"})
+        with urlopen(request, timeout=10) as resp:  # noqa: S310 - loopback only
+            return dict(json.loads(resp.read()))
 
     def stop(self) -> None:
-        self._server.stop()
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def client(endpoint_url: str, service: str = "dynamodb") -> Any:

@@ -65,8 +65,15 @@ _memory = 128
 
 
 def _worker_init(code_dir: str, layer_dirs: list[str], handler: str, env: dict[str, str],
-                 name: str, memory: int) -> None:
+                 name: str, memory: int, log_path: str | None = None) -> None:
     global _handler, _init_error, _name, _memory
+    if log_path:
+        # Everything the function prints, at the descriptor level (what
+        # CloudWatch Logs would receive), appended to one file the tests scan.
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
     kept = {k: os.environ[k] for k in _KEEP_FROM_HOST if k in os.environ}
     os.environ.clear()
     os.environ.update(kept)
@@ -117,8 +124,10 @@ def _worker_ping() -> str | None:
 class FunctionRuntime:
     """A pool of warm workers for one function; thread-safe `invoke`."""
 
-    def __init__(self, spec: FunctionSpec, extra_env: dict[str, str], concurrency: int = 4) -> None:
+    def __init__(self, spec: FunctionSpec, extra_env: dict[str, str], concurrency: int = 4,
+                 log_path: str | None = None) -> None:
         self.spec = spec
+        self.log_path = log_path
         self.name = spec.environment.get("AWS_LAMBDA_FUNCTION_NAME", spec.logical_id)
         self.env = {
             "AWS_LAMBDA_FUNCTION_NAME": self.name,
@@ -146,7 +155,7 @@ class FunctionRuntime:
                     mp_context=multiprocessing.get_context("spawn"),
                     initializer=_worker_init,
                     initargs=(str(self.spec.code_dir), [str(p) for p in self.spec.layer_dirs],
-                              self.spec.handler, self.env, self.name, self.spec.memory),
+                              self.spec.handler, self.env, self.name, self.spec.memory, self.log_path),
                 )
             return self._pool
 

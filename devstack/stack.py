@@ -40,6 +40,11 @@ class Settings:
     dynamodb_endpoint: str | None = None
     concurrency: int = 4
     extra_env: dict[str, str] = field(default_factory=dict)
+    function_log: Path | None = None  # set: every function's output goes to this file
+    # Tables, queues and rules are named after it. Embedded moto servers of one
+    # process share one backend, so a second stack in the same process needs
+    # its own name, or it replaces the first one's tables.
+    stack_name: str = "billing-local"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -64,7 +69,8 @@ class LocalStack:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         try:
-            self.stack = Stack(settings.template, parameters={"MeterApi": settings.meter_api})
+            self.stack = Stack(settings.template, stack_name=settings.stack_name,
+                               parameters={"MeterApi": settings.meter_api})
         except TemplateError as exc:
             raise StartupError(str(exc)) from None
         self.moto: EmbeddedMoto | None = None
@@ -107,11 +113,17 @@ class LocalStack:
         self.functions = self.stack.functions(self.stream_arns)
         env = self.function_env()
         for spec in self.functions:
-            self.runtimes[spec.logical_id] = FunctionRuntime(spec, env, self.settings.concurrency)
+            self.runtimes[spec.logical_id] = FunctionRuntime(
+                spec, env, self.settings.concurrency,
+                str(self.settings.function_log) if self.settings.function_log else None)
         self.gateway.set_routes([r for f in self.functions for r in f.routes])
         self._register_local_routes()
         if self.fake_stripe is not None:
             self.fake_stripe.register(self.gateway.router)
+            # Events the Fake raises (meter error reports) reach the webhook
+            # route signed with the first configured secret, as Stripe's would.
+            self.fake_stripe.deliver_webhooks_to(self.gateway.url + "/v1/webhooks/stripe",
+                                                 self.settings.webhook_secrets.split(",")[0].strip())
         with ThreadPoolExecutor(max_workers=len(self.runtimes) or 1) as pool:
             for error in [f.exception() for f in [pool.submit(r.warm) for r in self.runtimes.values()]]:
                 if error is not None:

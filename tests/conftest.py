@@ -49,16 +49,52 @@ class Client:
         return self.request("DELETE", path, **kwargs)
 
 
+# The stack accepts two webhook signing secrets, as during a rotation.
+WEBHOOK_SECRETS = ("whsec_local_dev", "whsec_local_rotated")
+
+
+# What must never reach a log: secrets by their Stripe prefixes, the Fake's
+# card fingerprints, and the markers of a raw Stripe event or object body.
+FORBIDDEN_IN_LOGS = ("whsec_", "sk_test_", "sk_live_", "rk_live_", '"pending_webhooks"', '"invoice_prefix"',
+                     '"billing_details"')
+
+
+def forbidden_log_fragments() -> list[str]:
+    from billing.processor.fake import TEST_CARDS
+
+    return [*FORBIDDEN_IN_LOGS, *(card.fingerprint for card in TEST_CARDS.values())]
+
+
+def scan_function_log(path: Path) -> list[str]:
+    """Lines of the functions' output that carry something forbidden."""
+    fragments = forbidden_log_fragments()
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return [line[:300] for line in text.splitlines() if any(f in line for f in fragments)]
+
+
 @pytest.fixture(scope="session")
-def stack() -> Iterator[LocalStack]:
+def function_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where every function's output goes during the session (what CloudWatch
+    Logs would hold); the stack fixture checks it once the stack has stopped."""
+    return tmp_path_factory.mktemp("logs") / "functions.log"
+
+
+@pytest.fixture(scope="session")
+def stack(function_log: Path) -> Iterator[LocalStack]:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     # DYNAMODB_ENDPOINT_URL runs the same suite against a real DynamoDB Local.
     endpoint = os.environ.get("DYNAMODB_ENDPOINT_URL") or None
-    local = LocalStack(Settings(port=0, concurrency=4, dynamodb_endpoint=endpoint)).start()
+    local = LocalStack(Settings(port=0, concurrency=4, dynamodb_endpoint=endpoint,
+                                webhook_secrets=",".join(WEBHOOK_SECRETS), function_log=function_log)).start()
     try:
         yield local
     finally:
+        invocations = sum(r.invocations for r in local.runtimes.values())
         local.stop()
+    if invocations:
+        assert function_log.exists() and function_log.stat().st_size > 0, "function output was not captured"
+    leaks = scan_function_log(function_log)
+    assert not leaks, f"function logs ({function_log}) carry secrets or raw payloads:\n" + "\n".join(leaks[:20])
 
 
 @pytest.fixture(scope="session")
