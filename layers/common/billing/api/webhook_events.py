@@ -1,0 +1,126 @@
+"""Webhook event routes for operators (DESIGN.md section 4): one event's
+processing state, the failed (or deferred) ones, replay.
+
+Responses never carry the raw body: it holds the customer's personal data
+(email, name, address) and Stripe keeps every event, retrievable by id.
+
+POST /v1/webhooks/stripe is served by the webhook function, not this one;
+`openapi_paths()` describes it so the API's one OpenAPI document covers
+every route of the deployment.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+from urllib.parse import unquote
+
+from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler.openapi.params import Query
+from aws_lambda_powertools.event_handler.router import APIGatewayRouter
+from pydantic import BaseModel, Field
+
+from billing.api.models import documented
+from billing.api.schemas import error_responses
+from billing.webhooks import store
+
+router = APIGatewayRouter()
+
+
+class EventError(BaseModel):
+    type: str
+    code: str | None = None
+    message: str = Field(max_length=512)
+
+
+class WebhookEvent(BaseModel):
+    id: str = Field(examples=["evt_1Pgc76B7WZ01zgkWwyRHS12y"])
+    type: str = Field(examples=["customer.updated"])
+    created: int = Field(description="Stripe's `created`, unix seconds")
+    livemode: bool | None
+    object_id: str | None = Field(description="data.object.id, when the event has an object")
+    status: Literal["received", "processed", "ignored", "stale", "deferred", "failed"]
+    attempts: int = Field(description="Processing attempts so far")
+    replays: int
+    error: EventError | None = Field(description="Why the last attempt failed or was deferred")
+    received_at: str
+    updated_at: str | None
+    processed_at: str | None
+    next_attempt_at: str | None = Field(description="When a deferred event is tried again")
+
+
+class WebhookEventList(BaseModel):
+    data: list[WebhookEvent]
+    next_cursor: str | None
+
+
+def _param(name: str, matched: str) -> str:
+    # API Gateway's decoded value (REST keeps `path` percent-encoded).
+    return str((router.current_event.path_parameters or {}).get(name, unquote(matched)))
+
+
+def _json(status: int, body: Any) -> Response[str]:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps(body))
+
+
+@router.get("/v1/webhook-events/<event_id>", summary="A webhook event's processing state", tags=["webhooks"],
+            responses={200: documented(WebhookEvent, "The event"), **error_responses(404)})
+def get_webhook_event(event_id: str) -> WebhookEvent:
+    return WebhookEvent.model_validate(store.get(_param("event_id", event_id)))
+
+
+@router.get("/v1/webhook-events", summary="Failed (or deferred) webhook events, newest first", tags=["webhooks"],
+            responses={200: documented(WebhookEventList, "A page of events"), **error_responses(422)})
+def list_webhook_events(
+    status: Annotated[Literal["failed", "deferred"], Query(description="served by a sparse index")] = "failed",
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=2048)] = None,
+) -> WebhookEventList:
+    data, next_cursor = store.list_by_status(status, limit=limit, cursor=cursor)
+    return WebhookEventList(data=[WebhookEvent.model_validate(d) for d in data], next_cursor=next_cursor)
+
+
+@router.post("/v1/webhook-events/<event_id>/replay", summary="Run a stored event again", tags=["webhooks"],
+             responses={202: documented(WebhookEvent, "Replay requested"), **error_responses(404)})
+def replay_webhook_event(event_id: str) -> Response[str]:
+    return _json(202, store.replay(_param("event_id", event_id)))
+
+
+# -- POST /v1/webhooks/stripe, served by the webhook function ---------------------------
+
+
+class WebhookAck(BaseModel):
+    received: Literal[True]
+    duplicate: bool = Field(description="true when this event id was stored before (nothing was written)")
+
+
+def openapi_paths() -> tuple[dict[str, Any], dict[str, Any]]:
+    """(paths, component schemas) describing the webhook endpoint, for the
+    API's document; the webhook function implements it (billing.webhooks.ingest)."""
+    schemas = {"WebhookAck": WebhookAck.model_json_schema(ref_template="#/components/schemas/{model}")}
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    paths = {"/v1/webhooks/stripe": {"post": {
+        "tags": ["webhooks"],
+        "summary": "Stripe webhook endpoint",
+        "description": (
+            "Open (no IAM auth): trusts only the Stripe-Signature header, verified over the raw body "
+            "against any configured signing secret with a 300 s tolerance. The event is stored once per "
+            "event id and processed asynchronously."),
+        "operationId": "stripe_webhook_v1_webhooks_stripe_post",
+        "security": [],
+        "parameters": [{"name": "Stripe-Signature", "in": "header", "required": True,
+                        "schema": {"type": "string"}, "example": "t=1700000000,v1=5257a869e7..."}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "description": "A Stripe event (at most 256 KiB), exactly as Stripe signed it",
+            "required": ["id", "type", "created"],
+            "properties": {"id": {"type": "string"}, "type": {"type": "string"},
+                           "created": {"oneOf": [{"type": "integer"}, {"type": "string"}]},
+                           "data": {"type": "object"}, "livemode": {"type": "boolean"}}}}}},
+        "responses": {
+            "200": {"description": "Stored (or already stored)",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/WebhookAck"}}}},
+            "400": {"description": "invalid_signature, or bad_request for a malformed event", "content": error},
+            "413": {"description": "Payload too large", "content": error},
+        },
+    }}}
+    return paths, schemas

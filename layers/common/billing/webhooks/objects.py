@@ -1,0 +1,276 @@
+"""Thin projections of processor objects, one table-driven path for all of
+them: payment methods, subscriptions, invoices and charges (linked to the
+local customer by the object's processor customer id), coupons and
+promotion codes (no customer).
+
+A Spec names the row class, the columns taken from the object (the fields
+a user filters or sorts on; the whole object, scrubbed, goes to `data`)
+and whether the object hangs off a customer. An object whose customer is
+not in the projection yet is deferred; an object without a customer (a
+guest charge, a detached payment method) keeps whatever link its row had.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+from pynamodb.exceptions import DoesNotExist, TransactWriteError
+from pynamodb.transactions import TransactWrite
+
+from billing import clock, customers, ledger
+from billing.errors import Conflict, NotFound
+from billing.tables import (
+    ChargeRow,
+    CouponRow,
+    InvoiceRow,
+    PaymentMethodRow,
+    PromotionCodeRow,
+    SubscriptionRow,
+)
+from billing.webhooks import store
+from billing.webhooks.customers import reference
+from billing.webhooks.reconcile import Context, Deferred, Handler, order
+
+Row = PaymentMethodRow | SubscriptionRow | InvoiceRow | ChargeRow | CouponRow | PromotionCodeRow
+
+# Personal data and card fingerprints: dropped wherever they appear in an
+# object before it is stored (billing details, addresses, phones, shipping,
+# a legacy source's owner).
+PII_KEYS = frozenset({"address", "phone", "shipping", "billing_details", "fingerprint", "customer_address",
+                      "customer_phone", "customer_shipping", "shipping_details", "owner"})
+
+
+def scrub(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: scrub(v) for k, v in value.items() if k not in PII_KEYS}
+    if isinstance(value, list):
+        return [scrub(v) for v in value]
+    return value
+
+
+# -- typed reads of an object that skipped every check -------------------------------------
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _num(value: Any) -> int | float | None:
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _bool(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _metadata(obj: dict[str, Any]) -> dict[str, str]:
+    return {k: v for k, v in _dict(obj.get("metadata")).items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def _created_sort(obj: dict[str, Any], row: Any) -> str:
+    if row.sort_key:
+        return str(row.sort_key)
+    created = _int(obj.get("created"))
+    at = clock.iso(datetime.fromtimestamp(created, UTC)) if created is not None else clock.iso()
+    return f"{at}#{obj['id']}"
+
+
+# -- columns per object type ---------------------------------------------------------------
+
+Columns = Callable[[dict[str, Any], str, Any], dict[str, Any]]  # (object, event type, row) -> attributes
+
+
+def _payment_method(obj: dict[str, Any], event_type: str, row: Any) -> dict[str, Any]:
+    card = _dict(obj.get("card"))
+    attached = reference(obj.get("customer")) is not None
+    return {
+        "type": _str(obj.get("type")), "brand": _str(card.get("brand")), "last4": _str(card.get("last4")),
+        "exp_month": _int(card.get("exp_month")), "exp_year": _int(card.get("exp_year")),
+        # Kept for de-duplication on the user path; never returned, never logged.
+        "fingerprint": _str(card.get("fingerprint")),
+        "status": "attached" if attached else "detached",
+        "detached_at": None if attached else (row.detached_at or clock.iso()),
+        "sort_key": row.sort_key or f"{clock.iso()}#{obj['id']}",
+    }
+
+
+def _with_status(obj: dict[str, Any], event_type: str, row: Any) -> dict[str, Any]:
+    return {"status": _str(obj.get("status")), "sort_key": _created_sort(obj, row)}
+
+
+def _coupon(obj: dict[str, Any], event_type: str, row: Any) -> dict[str, Any]:
+    deleted = event_type == "coupon.deleted" or obj.get("deleted") is True
+    return {
+        "processor_id": obj["id"], "name": _str(obj.get("name")), "percent_off": _num(obj.get("percent_off")),
+        "amount_off": _int(obj.get("amount_off")), "currency": _str(obj.get("currency")),
+        "duration": _str(obj.get("duration")), "duration_in_months": _int(obj.get("duration_in_months")),
+        "max_redemptions": _int(obj.get("max_redemptions")), "redeem_by": _int(obj.get("redeem_by")),
+        "times_redeemed": _int(obj.get("times_redeemed")),
+        "valid": False if deleted else _bool(obj.get("valid")),
+        "deleted_at": (row.deleted_at or clock.iso()) if deleted else row.deleted_at,
+        "metadata": _metadata(obj),
+    }
+
+
+def _promotion_code(obj: dict[str, Any], event_type: str, row: Any) -> dict[str, Any]:
+    code = _str(obj.get("code"))
+    promotion = _dict(obj.get("promotion"))
+    # Older API versions name the coupon at the top level, newer ones under `promotion`.
+    coupon = reference(obj.get("coupon")) or reference(promotion.get("coupon"))
+    expires_at = _int(obj.get("expires_at"))
+    times_redeemed = _int(obj.get("times_redeemed")) or 0
+    return {
+        "processor_id": obj["id"], "code": code, "code_key": PromotionCodeRow.code_key_for(code) if code else None,
+        "coupon_id": coupon, "active": _bool(obj.get("active")), "expires_at": expires_at,
+        "expires_sort": PromotionCodeRow.expires_sort_for(expires_at, obj["id"]),
+        "times_redeemed": times_redeemed,
+        "redeemed_sort": PromotionCodeRow.redeemed_sort_for(times_redeemed, obj["id"]),
+        "max_redemptions": _int(obj.get("max_redemptions")),
+        "processor_customer_id": reference(obj.get("customer")), "metadata": _metadata(obj),
+    }
+
+
+@dataclass(frozen=True)
+class Spec:
+    object_type: str  # Stripe's object name, for retrieve_object
+    model: type[Row]
+    columns: Columns
+    events: tuple[str, ...]
+    linked: bool = False  # hangs off a customer through object.customer
+
+
+SPECS = (
+    Spec("payment_method", PaymentMethodRow, _payment_method, linked=True, events=(
+        "payment_method.attached", "payment_method.detached", "payment_method.updated",
+        "payment_method.automatically_updated")),
+    Spec("subscription", SubscriptionRow, _with_status, linked=True, events=tuple(
+        f"customer.subscription.{verb}"
+        for verb in ("created", "updated", "deleted", "paused", "resumed", "trial_will_end"))),
+    Spec("invoice", InvoiceRow, _with_status, linked=True, events=tuple(
+        f"invoice.{verb}"
+        for verb in ("created", "updated", "finalized", "paid", "payment_failed", "voided", "marked_uncollectible"))),
+    Spec("charge", ChargeRow, _with_status, linked=True, events=tuple(
+        f"charge.{verb}" for verb in ("succeeded", "failed", "refunded", "updated"))),
+    Spec("coupon", CouponRow, _coupon, events=("coupon.created", "coupon.updated", "coupon.deleted")),
+    Spec("promotion_code", PromotionCodeRow, _promotion_code,
+         events=("promotion_code.created", "promotion_code.updated")),
+)
+
+
+# -- applying one ------------------------------------------------------------------------
+
+
+def _read(model: type[Row], object_id: str) -> Row | None:
+    try:
+        return model.get(object_id, consistent_read=True)
+    except DoesNotExist:
+        return None
+
+
+def _link(row: Any, obj: dict[str, Any]) -> None:
+    """Point the row at the local customer of object.customer, or defer."""
+    processor_customer = reference(obj.get("customer"))
+    if processor_customer is None:
+        return  # no customer now: keep the link the row had
+    customer = customers.find_by_processor_id(processor_customer)
+    if customer is None:
+        raise Deferred("customer", processor_customer)
+    row.customer_id = customer.pk
+    row.processor_customer_id = processor_customer
+
+
+def _clear_default(tw: TransactWrite, row: Any, was_attached: bool) -> bool:
+    """A payment method leaving its customer takes the customer's default with it."""
+    if not (isinstance(row, PaymentMethodRow) and was_attached and row.status == "detached" and row.customer_id):
+        return False
+    try:
+        customer = customers.load(row.customer_id)
+    except NotFound:
+        return False
+    if customer.default_payment_method_id != row.pk:
+        return False
+    customer.default_payment_method_id = None
+    customer.updated_at = clock.iso()
+    tw.save(customer)  # conditional on its lock_version: a race re-runs the whole apply
+    return True
+
+
+def _guard_code(tw: TransactWrite, row: Any, previous_code_key: str | None) -> None:
+    """A promotion code claims its code's guard while active and releases it
+    once not, as the user path does (billing.promotions), so whichever path
+    writes first holds it for that processor id. Never fails on a claim
+    another code holds: the processor's state is applied regardless."""
+    if isinstance(row, PromotionCodeRow):
+        from billing import promotions
+
+        promotions.add_code_guard(tw, row, previous_code_key)
+
+
+def apply(ctx: Context, spec: Spec) -> str:
+    obj = ctx.object()
+    object_id = str(obj["id"])
+    for attempt in range(customers.CONFLICT_RETRIES):
+        row: Any = _read(spec.model, object_id)
+        if row is not None:
+            position = order(ctx.created, row.last_stripe_event_ts)
+            if position < 0:
+                return ctx.finish(store.STALE)
+            if position == 0:
+                if ctx.already_applied(row.last_stripe_event_id):
+                    return ctx.finish(store.PROCESSED)
+                obj = ctx.refetch(spec.object_type, object_id, fallback=obj)
+        now = clock.iso()
+        if row is None:
+            row = spec.model(pk=object_id, inserted_at=now)
+        was_attached = getattr(row, "status", None) == "attached"
+        previous_code_key = getattr(row, "code_key", None)
+        if spec.linked:
+            _link(row, obj)
+        before = dict(row.data or {})
+        before_event = row.last_stripe_event_id
+        for name, value in spec.columns(obj, ctx.type, row).items():
+            setattr(row, name, value)
+        row.data = scrub(obj)
+        row.updated_at = now
+        row.last_stripe_event_ts, row.last_stripe_event_id = ctx.created, ctx.id
+        changed = sorted(k for k in set(before) | set(row.data) if before.get(k) != row.data.get(k))
+        if not changed and row.lock_version is not None and before_event == ctx.id:
+            return ctx.finish(store.PROCESSED)  # a replay of what is there: nothing to write
+        linked_to = getattr(row, "customer_id", None)
+        subject = ("customer", linked_to) if linked_to else (spec.object_type, object_id)
+        try:
+            with ctx.transaction() as tw:
+                tw.save(row)  # a new row: on condition it still does not exist; else on its lock_version
+                cleared = _clear_default(tw, row, was_attached)
+                _guard_code(tw, row, previous_code_key)
+                ledger.append(tw, type_=ctx.type, subject_type=subject[0], subject_id=subject[1], actor=ctx.actor,
+                              data={"stripe_event_id": ctx.id, "object_type": spec.object_type,
+                                    "object_id": object_id, "changed_fields": changed,
+                                    **({"default_cleared": True} if cleared else {})})
+        except TransactWriteError as exc:
+            if customers.lost_race(exc):
+                customers.backoff(attempt)
+                continue
+            raise
+        return store.PROCESSED
+    raise Conflict(f"{spec.object_type} {object_id} is changing too fast; retry")
+
+
+def handlers() -> dict[str, Handler]:
+    table: dict[str, Handler] = {}
+    for spec in SPECS:
+        for event_type in spec.events:
+            table[event_type] = partial(apply, spec=spec)
+    return table
