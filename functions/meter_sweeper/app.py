@@ -1,0 +1,20 @@
+"""meter_sweeper: on a schedule, re-drives usage rows stuck in pending (for
+example after their batch went to the on-failure queue)."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from billing.config import require_env
+from billing.metering import sweep_from_env
+from billing.observability import logger, metrics, tracer
+from billing.tables import METER_EVENTS_TABLE
+
+require_env(METER_EVENTS_TABLE)
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
+    return sweep_from_env()

@@ -1,0 +1,143 @@
+"""Usage routes (DESIGN.md section 4, Usage): report, read, list, retry."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+from urllib.parse import unquote
+
+from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler.openapi.params import Query
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from aws_lambda_powertools.event_handler.router import APIGatewayRouter
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+
+from billing import metering
+from billing.api.schemas import error_responses
+from billing.ledger import Actor
+
+router = APIGatewayRouter()
+
+# Printable, no leading or trailing space: what a Stripe meter's event_name can be.
+EVENT_NAME = r"^[^\s\x00-\x1f\x7f]([^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$"
+# Values stay exact in every JSON parser (and in Stripe's string payload).
+MAX_VALUE = 2**53 - 1
+
+
+class StripeError(BaseModel):
+    """Derived from Stripe's answer; never its raw payload."""
+
+    type: str
+    code: str | None
+    message: str | None = Field(description="At most 512 characters")
+
+
+class MeterEvent(BaseModel):
+    id: str
+    identifier: str
+    customer_id: str
+    stripe_customer_id: str
+    event_name: str
+    value: int
+    occurred_at: str
+    operation_id: str | None
+    stripe_status: Literal["pending", "reported", "failed"]
+    reported_at: str | None
+    stripe_error: StripeError | None
+    attempts: int
+    inserted_at: str
+    updated_at: str
+
+
+class MeterEventList(BaseModel):
+    data: list[MeterEvent]
+    next_cursor: str | None
+
+
+def _documented(model: type[BaseModel], description: str) -> OpenAPIResponse:
+    return {"description": description, "content": {"application/json": {"model": model}}}
+
+
+class Owner(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(min_length=1, max_length=255, examples=["Team"])
+    id: str = Field(min_length=1, max_length=255, examples=["42"])
+
+
+class UsageReport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    event_name: str = Field(min_length=1, max_length=100, pattern=EVENT_NAME, examples=["api_requests"],
+                            description="The event name of the Stripe meter")
+    value: StrictInt = Field(ge=0, le=MAX_VALUE, description="A whole number, 0 or more")
+    timestamp: StrictInt | StrictStr | None = Field(
+        None, description="When the usage happened: unix seconds or ISO 8601 with an offset; default now. "
+                          "At most 35 days old and 5 minutes ahead.")
+    customer_id: str | None = Field(None, min_length=1, max_length=255)
+    stripe_customer_id: str | None = Field(None, min_length=1, max_length=255)
+    owner: Owner | None = None
+    operation_id: str | None = Field(None, min_length=1, max_length=255,
+                                     description="The caller's own reference, kept with the event")
+
+    @model_validator(mode="after")
+    def _one_customer(self) -> UsageReport:
+        given = [n for n in ("customer_id", "stripe_customer_id", "owner") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of customer_id, stripe_customer_id or owner")
+        return self
+
+    def usage(self) -> metering.UsageInput:
+        return metering.UsageInput(
+            event_name=self.event_name, value=self.value, timestamp=self.timestamp, customer_id=self.customer_id,
+            stripe_customer_id=self.stripe_customer_id, owner_type=self.owner.type if self.owner else None,
+            owner_id=self.owner.id if self.owner else None, operation_id=self.operation_id,
+        )
+
+
+def _identifier(matched: str) -> str:
+    # REST APIs keep `path` percent-encoded; pathParameters carries the decoded value.
+    return str((router.current_event.path_parameters or {}).get("identifier", unquote(matched)))
+
+
+def _actor() -> Actor:
+    identity = router.current_event.request_context.identity.raw_event or {}
+    return Actor("api", identity.get("userArn") or identity.get("caller") or None)
+
+
+def _json(status: int, body: Any) -> Response[str]:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps(body))
+
+
+@router.put("/v1/usage/<identifier>", summary="Report usage (delivered to Stripe Meters asynchronously)",
+            tags=["usage"], responses={200: _documented(MeterEvent, "Replay of the same request: the existing event"),
+                                       202: _documented(MeterEvent, "Accepted: pending delivery to Stripe"),
+                                       **error_responses(400, 404, 409, 422)})
+def put_usage(identifier: str, body: UsageReport) -> Response[str]:
+    row, created = metering.accept(_identifier(identifier), body.usage(), _actor())
+    return _json(202 if created else 200, row)
+
+
+@router.get("/v1/usage/<identifier>", summary="A usage event", tags=["usage"],
+            responses={200: _documented(MeterEvent, "The usage event"), **error_responses(404, 422)})
+def get_usage(identifier: str) -> Response[str]:
+    return _json(200, metering.get(_identifier(identifier)))
+
+
+@router.get("/v1/usage", summary="List usage events by status (failed: the dead-letter view) or customer",
+            tags=["usage"], responses={200: _documented(MeterEventList, "A page, newest first"),
+                                       **error_responses(422)})
+def list_usage(
+    status: Annotated[Literal["pending", "reported", "failed"] | None, Query()] = None,
+    customer_id: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=4096)] = None,
+) -> Response[str]:
+    data, next_cursor = metering.list_usage(status=status, customer_id=customer_id, limit=limit, cursor=cursor)
+    return _json(200, {"data": data, "next_cursor": next_cursor})
+
+
+@router.post("/v1/usage/<identifier>/retry", summary="Send a failed usage event again", tags=["usage"],
+             responses={202: _documented(MeterEvent, "Pending again"), **error_responses(404, 409, 422)})
+def retry_usage(identifier: str) -> Response[str]:
+    return _json(202, metering.retry(_identifier(identifier), _actor()))

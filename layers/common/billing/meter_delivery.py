@@ -1,0 +1,417 @@
+"""Delivering pending usage to Stripe: what meter_reporter does with a batch
+of meter_events stream records (filtered to rows whose new image is pending).
+
+Per batch:
+1. a consistent BatchGetItem drops rows that are no longer pending (a
+   redelivered record whose row was already reported costs a read, not a
+   Stripe call);
+2. v1: one `billing.meter_events` create per row, the rows of one
+   (customer, event_name) pair strictly one after another (Stripe takes one
+   call at a time per customer and meter), pairs in parallel;
+   v2: one meter event session token per process until it expires, and up
+   to 100 events per meter_event_stream call;
+3. outcomes are written back conditionally on `stripe_status = pending`, up
+   to 100 rows per TransactWriteItems (one write request per 100 events),
+   falling back to one conditional update per row when the transaction is
+   cancelled (a row moved meanwhile).
+
+Every event carries its identifier, so a resend (a record redelivered after
+a crash between the Stripe call and the write, a lost response, a sweep) is
+deduplicated by Stripe and billed once. Transient failures are retried here
+with jittered exponential backoff, then left pending and reported as partial
+batch failures so the stream delivers them again; permanent ones fail the row.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pynamodb.exceptions import TransactWriteError, UpdateError
+from pynamodb.transactions import TransactWrite
+
+from billing import clock, config, metering
+from billing.observability import logger, metrics
+from billing.processor import get_processor
+from billing.processor.base import MAX_STREAM_EVENTS, unix_seconds
+from billing.processor.errors import SESSION_EXPIRED, ProcessorFailure
+from billing.tables import MeterEventRow, connection
+
+REPORTED: Final = "reported"
+FAILED: Final = "failed"
+RETRY: Final = "retry"
+SKIPPED: Final = "skipped"
+# Renew a v2 session this long before Stripe says it expires.
+SESSION_MARGIN_SECONDS: Final = 60.0
+# Stop starting retries when the invocation has less than this left: the
+# outcomes still have to be written.
+DEADLINE_MARGIN_SECONDS: Final = 5.0
+# Stripe deduplicates a meter event identifier (and a v1 idempotency key)
+# for 24 hours only. A row pending for longer may have reached Stripe already
+# (a lost answer, a crash before the write): resending it could bill it
+# twice, so it fails for a person to check instead.
+MAX_PENDING_SECONDS: Final = 23 * 3600
+STALE_MESSAGE: Final = (
+    "pending for more than 23 hours: Stripe deduplicates an identifier for 24 hours only, so a resend "
+    "could bill it twice. Check the customer's usage in Stripe, then retry it only if it is missing.")
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    mode: str
+    tries: int
+    backoff_base: float
+    backoff_cap: float
+    concurrency: int
+    max_pending_seconds: float = MAX_PENDING_SECONDS
+
+    @classmethod
+    def from_env(cls) -> DeliverySettings:
+        mode = config.optional("METER_API", "v1").lower()
+        if mode not in ("v1", "v2"):
+            from billing.errors import ConfigurationError
+
+            raise ConfigurationError(f"METER_API must be v1 or v2, not {mode!r}")
+        return cls(
+            mode=mode,
+            tries=max(1, int(config.optional("METER_TRANSIENT_TRIES", "4"))),
+            backoff_base=int(config.optional("METER_BACKOFF_BASE_MS", "100")) / 1000,
+            backoff_cap=int(config.optional("METER_BACKOFF_CAP_MS", "2000")) / 1000,
+            concurrency=max(1, int(config.optional("METER_V1_CONCURRENCY", "8"))),
+            max_pending_seconds=float(config.optional("METER_MAX_PENDING_SECONDS", str(MAX_PENDING_SECONDS))),
+        )
+
+
+@dataclass(frozen=True)
+class Pending:
+    """What delivery needs of a row, read from the stream record's new image."""
+
+    identifier: str
+    event_name: str
+    stripe_customer_id: str
+    value: int
+    timestamp: int
+    inserted_at: str
+    pending_since: str
+
+    @classmethod
+    def from_image(cls, image: dict[str, Any]) -> Pending:
+        return cls(
+            identifier=str(image["pk"]), event_name=str(image["event_name"]),
+            stripe_customer_id=str(image["stripe_customer_id"]), value=int(image["value"]),
+            timestamp=int(image["occurred_ts"]), inserted_at=str(image["inserted_at"]),
+            pending_since=str(image.get("pending_since") or image["inserted_at"]),
+        )
+
+    def payload(self) -> dict[str, str]:
+        # Stripe's meter payload is a map of strings; the value travels as one.
+        return {"stripe_customer_id": self.stripe_customer_id, "value": str(self.value)}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str  # reported | failed | retry | skipped
+    error: dict[str, Any] | None = None
+    attempted: bool = True  # whether Stripe was called (counted in `attempts`)
+
+
+OK: Final = Outcome(REPORTED)
+DEFER: Final = Outcome(RETRY)
+
+
+class MalformedRecord(Exception):
+    """A stream record whose image is not a usage row (left to the on-failure destination)."""
+
+
+class DeliveryDeferred(Exception):
+    """Stripe failed transiently for this row: the stream must deliver it again."""
+
+
+# -- retries -------------------------------------------------------------------------------
+
+
+def _attempt(call: Callable[[], object], settings: DeliverySettings, deadline: float,
+             context: dict[str, Any]) -> Outcome:
+    """Call until it succeeds, fails permanently, or the tries (or time) run out."""
+    failure: ProcessorFailure | None = None
+    for attempt in range(settings.tries):
+        try:
+            call()
+            return OK
+        except ProcessorFailure as exc:
+            if not exc.transient:
+                return Outcome(FAILED, metering.safe_error(exc.type, exc.code, exc.message))
+            failure = exc
+        if attempt + 1 >= settings.tries:
+            break
+        # Full jitter: calls that failed together do not come back together.
+        delay = random.uniform(0, min(settings.backoff_cap, settings.backoff_base * 2**attempt))  # noqa: S311
+        if time.monotonic() + delay >= deadline:
+            break
+        time.sleep(delay)
+    logger.warning("transient Stripe failure; left pending for the stream to deliver again",
+                   extra={**context, "status": getattr(failure, "status", None),
+                          "error_type": getattr(failure, "type", None), "code": getattr(failure, "code", None)})
+    return DEFER
+
+
+# -- v1 --------------------------------------------------------------------------------------
+
+
+def _send_v1(events: Sequence[Pending], settings: DeliverySettings, deadline: float) -> dict[str, Outcome]:
+    processor = get_processor()
+    # Once Stripe keeps failing for one row, calls not yet started wait for the
+    # redelivery instead of hammering an API that is down or throttling us.
+    circuit = threading.Event()
+    groups: dict[tuple[str, str], list[Pending]] = {}
+    for event in events:
+        groups.setdefault((event.stripe_customer_id, event.event_name), []).append(event)
+
+    def run(group: list[Pending]) -> dict[str, Outcome]:
+        out: dict[str, Outcome] = {}
+        for event in group:  # one (customer, meter) pair: strictly sequential
+            if circuit.is_set():
+                out[event.identifier] = DEFER
+                continue
+
+            def call(e: Pending = event) -> object:
+                return processor.create_meter_event(event_name=e.event_name, identifier=e.identifier,
+                                                    timestamp=e.timestamp, payload=e.payload())
+
+            outcome = _attempt(call, settings, deadline, {"identifier": event.identifier})
+            if outcome.kind == RETRY:
+                circuit.set()
+            out[event.identifier] = outcome
+        return out
+
+    results: dict[str, Outcome] = {}
+    if len(groups) <= 1:
+        for group in groups.values():
+            results.update(run(group))
+        return results
+    with ThreadPoolExecutor(max_workers=min(settings.concurrency, len(groups))) as pool:
+        for part in pool.map(run, groups.values()):
+            results.update(part)
+    return results
+
+
+# -- v2 --------------------------------------------------------------------------------------
+
+
+class _SessionCache:
+    """One v2 meter event session per process, renewed shortly before it expires."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._expires = 0.0
+
+    def token(self) -> str:
+        with self._lock:
+            if self._token is None or self._expires - time.time() < SESSION_MARGIN_SECONDS:
+                session = get_processor().create_meter_event_session()
+                self._token = str(session["authentication_token"])
+                self._expires = float(unix_seconds(session["expires_at"]))
+            return self._token
+
+    def invalidate(self, token: str) -> None:
+        with self._lock:
+            if self._token == token:
+                self._token = None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._token, self._expires = None, 0.0
+
+
+sessions = _SessionCache()
+
+
+def _chunks[T](items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _send_stream(chunk: Sequence[Pending], settings: DeliverySettings, deadline: float) -> dict[str, Outcome]:
+    processor = get_processor()
+
+    def call() -> object:
+        token = sessions.token()
+        try:
+            processor.send_meter_events(session_token=token, events=[
+                {"event_name": e.event_name, "identifier": e.identifier, "timestamp": e.timestamp,
+                 "payload": e.payload()} for e in chunk])
+        except ProcessorFailure as exc:
+            if exc.type == SESSION_EXPIRED:
+                sessions.invalidate(token)  # the retry opens a new session
+            raise
+        return None
+
+    outcome = _attempt(call, settings, deadline, {"events": len(chunk), "first": chunk[0].identifier})
+    if outcome.kind == FAILED and len(chunk) > 1:
+        # Stripe refused the request as a whole: halve it until the events it
+        # objects to stand alone, so one bad row does not fail the others.
+        middle = len(chunk) // 2
+        return {**_send_stream(chunk[:middle], settings, deadline),
+                **_send_stream(chunk[middle:], settings, deadline)}
+    return {e.identifier: outcome for e in chunk}
+
+
+def _send_v2(events: Sequence[Pending], settings: DeliverySettings, deadline: float) -> dict[str, Outcome]:
+    results: dict[str, Outcome] = {}
+    for chunk in _chunks(events, MAX_STREAM_EVENTS):
+        results.update(_send_stream(chunk, settings, deadline))
+    return results
+
+
+# -- writing outcomes back ---------------------------------------------------------------------
+
+
+def _actions(event: Pending, outcome: Outcome, at: str) -> list[Any]:
+    if outcome.kind == REPORTED:
+        return metering.reported_actions(event.identifier, at)
+    return metering.failed_actions(event.identifier, outcome.error or {}, at, count_attempt=outcome.attempted)
+
+
+def _update_one(event: Pending, outcome: Outcome, at: str) -> bool:
+    try:
+        MeterEventRow(pk=event.identifier).update(actions=_actions(event, outcome, at),
+                                                  condition=MeterEventRow.stripe_status == metering.PENDING)
+    except UpdateError as exc:
+        if exc.cause_response_code != "ConditionalCheckFailedException":
+            raise
+        logger.info("row no longer pending; outcome not recorded",
+                    extra={"identifier": event.identifier, "outcome": outcome.kind})
+        return False
+    return True
+
+
+def _record(done: Sequence[tuple[Pending, Outcome]], at: str) -> list[tuple[Pending, Outcome]]:
+    """Write outcomes, up to 100 per transaction; return those that applied."""
+    applied: list[tuple[Pending, Outcome]] = []
+    for chunk in _chunks(done, metering.MAX_TRANSACTION_ITEMS):
+        if len(chunk) == 1:
+            # A lone update needs no transaction (which would cost twice the capacity).
+            applied.extend(item for item in chunk if _update_one(*item, at))
+            continue
+        try:
+            with TransactWrite(connection=connection()) as tw:
+                for event, outcome in chunk:
+                    tw.update(MeterEventRow(pk=event.identifier), actions=_actions(event, outcome, at),
+                              condition=MeterEventRow.stripe_status == metering.PENDING)
+        except TransactWriteError as exc:
+            if exc.cause_response_code != "TransactionCanceledException":
+                raise
+            # Some row moved (a meter error failed it, a concurrent delivery
+            # reported it): record the rest one by one.
+            logger.info("batch update cancelled; recording rows one by one", extra={"rows": len(chunk)})
+            applied.extend(item for item in chunk if _update_one(*item, at))
+            continue
+        applied.extend(chunk)
+    return applied
+
+
+def _still_pending(events: Sequence[Pending]) -> set[str]:
+    keys = [e.identifier for e in events]
+    found: set[str] = set()
+    for chunk in _chunks(keys, 100):
+        for row in MeterEventRow.batch_get(chunk, consistent_read=True,
+                                           attributes_to_get=["pk", "stripe_status"]):
+            if row.stripe_status == metering.PENDING:
+                found.add(row.pk)
+    return found
+
+
+def _latency_ms(inserted_at: str, reported_at: str) -> float:
+    start, end = datetime.fromisoformat(inserted_at), datetime.fromisoformat(reported_at)
+    return max(0.0, (end - start).total_seconds() * 1000)
+
+
+def deliver(events: Sequence[Pending], *, deadline: float, settings: DeliverySettings | None = None
+            ) -> dict[str, Outcome]:
+    """Deliver pending rows and record the outcomes; returns each identifier's outcome."""
+    settings = settings or DeliverySettings.from_env()
+    pending_now = _still_pending(events)
+    outcomes: dict[str, Outcome] = {e.identifier: Outcome(SKIPPED) for e in events if e.identifier not in pending_now}
+    due = [e for e in events if e.identifier in pending_now]
+    now = time.time()
+    stale = Outcome(FAILED, metering.safe_error("stale_pending", "identifier_window_passed", STALE_MESSAGE),
+                    attempted=False)
+    for event in due:
+        if now - datetime.fromisoformat(event.pending_since).timestamp() > settings.max_pending_seconds:
+            outcomes[event.identifier] = stale
+    to_send = [e for e in due if e.identifier not in outcomes]
+    if to_send:
+        send = _send_v2 if settings.mode == "v2" else _send_v1
+        outcomes.update(send(to_send, settings, deadline))
+    finished = [(e, outcomes[e.identifier]) for e in due if outcomes[e.identifier].kind in (REPORTED, FAILED)]
+    at = clock.iso()
+    applied = _record(finished, at)
+    reported = [e for e, o in applied if o.kind == REPORTED]
+    failed = [(e, o) for e, o in applied if o.kind == FAILED]
+    if reported:
+        metrics.add_metric(name="UsageReported", unit=MetricUnit.Count, value=len(reported))
+        for event in reported:
+            metrics.add_metric(name="ReportLatency", unit=MetricUnit.Milliseconds,
+                               value=_latency_ms(event.inserted_at, at))
+    if failed:
+        metrics.add_metric(name="UsageFailed", unit=MetricUnit.Count, value=len(failed))
+        for event, outcome in failed:
+            logger.warning("usage failed permanently; see its stripe_error",
+                           extra={"identifier": event.identifier, "error": outcome.error})
+    logger.info("meter batch delivered", extra={
+        "mode": settings.mode, "records": len(events), "reported": len(reported), "failed": len(failed),
+        "deferred": sum(1 for o in outcomes.values() if o.kind == RETRY),
+        "skipped": len(events) - len(due)})
+    return outcomes
+
+
+# -- the stream handler's body ----------------------------------------------------------------------
+
+
+def handle_stream(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    """Deliver the batch, then let Powertools report the records to deliver again."""
+    parsed: dict[str, Pending | None] = {}
+    unique: dict[str, Pending] = {}
+    for raw in event.get("Records") or []:
+        record = DynamoDBRecord(raw)
+        stream = record.dynamodb
+        seq = str(stream.sequence_number) if stream is not None else ""
+        try:
+            pending = Pending.from_image(stream.new_image if stream is not None else {})
+        except (KeyError, TypeError, ValueError):
+            logger.error("stream record is not a usage row", extra={"sequence_number": seq})
+            parsed[seq] = None
+            continue
+        parsed[seq] = pending
+        # A row can appear twice in a batch (inserted, then swept or retried):
+        # send it once, as its latest image describes it.
+        unique[pending.identifier] = pending
+    remaining = context.get_remaining_time_in_millis() / 1000
+    outcomes = deliver(list(unique.values()), deadline=time.monotonic() + remaining - DEADLINE_MARGIN_SECONDS)
+
+    def record_handler(record: DynamoDBRecord) -> None:
+        stream = record.dynamodb
+        pending = parsed.get(str(stream.sequence_number) if stream is not None else "")
+        if pending is None:
+            raise MalformedRecord("stream record is not a usage row")
+        if outcomes[pending.identifier].kind == RETRY:
+            raise DeliveryDeferred(pending.identifier)
+
+    # A batch that failed as a whole is still a partial failure (every record
+    # listed), not a function error: bisecting it would only multiply calls
+    # to a Stripe that is down. Bisection stays for real crashes.
+    processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor,
+                                    context=context)

@@ -1,0 +1,20 @@
+"""Runs billing.meter_errors.handle_meter_error_event in a process of its own
+with a stack function's environment (tables, the shared Fake), as the webhook
+processor would, and prints how many rows it moved."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from billing.ledger import Actor
+from billing.meter_errors import handle_meter_error_event
+
+
+def main(event_id: str, event_type: str) -> None:
+    moved = handle_meter_error_event(event_id, event_type, Actor.webhook(event_id))
+    print(json.dumps({"moved": moved}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
