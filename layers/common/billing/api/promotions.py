@@ -1,0 +1,268 @@
+"""Coupon and promotion-code routes (DESIGN.md section 4)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+from urllib.parse import unquote
+
+from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+from aws_lambda_powertools.event_handler.router import APIGatewayRouter
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+
+from billing import coupons, promotions
+from billing.api.models import documented
+from billing.api.schemas import error_responses
+from billing.currencies import ISO_4217
+from billing.errors import ValidationFailed
+from billing.ledger import Actor
+
+router = APIGatewayRouter()
+
+CODE_PATTERN = r"^[A-Za-z0-9-]+$"
+COUPON_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+Percent = Annotated[float, Field(strict=True, gt=0, le=100, description="0 < percent_off <= 100, two decimals")]
+
+
+# -- response bodies (documentation; routes serialise their own JSON) ----------------
+
+
+class Coupon(BaseModel):
+    id: str
+    processor: str
+    processor_id: str
+    name: str | None
+    percent_off: float | None
+    amount_off: int | None
+    currency: str | None
+    duration: str | None
+    duration_in_months: int | None
+    valid: bool | None
+    max_redemptions: int | None
+    times_redeemed: int | None
+    redeem_by: int | None = Field(description="Unix seconds")
+    metadata: dict[str, str]
+    data: dict[str, Any] = Field(description="The processor's coupon")
+    lock_version: int
+    last_stripe_event_ts: int | None
+    last_stripe_event_id: str | None
+    inserted_at: str
+    updated_at: str
+    deleted_at: str | None
+
+
+class PromotionCode(BaseModel):
+    id: str
+    processor: str
+    processor_id: str
+    code: str | None
+    active: bool | None
+    coupon_id: str | None
+    stripe_customer_id: str | None = Field(description="The one processor customer who may redeem it, if any")
+    max_redemptions: int | None
+    times_redeemed: int | None
+    expires_at: int | None = Field(description="Unix seconds")
+    metadata: dict[str, str]
+    data: dict[str, Any] = Field(description="The processor's promotion code")
+    lock_version: int
+    last_stripe_event_ts: int | None
+    last_stripe_event_id: str | None
+    inserted_at: str
+    updated_at: str
+
+
+class PromotionCodeList(BaseModel):
+    data: list[PromotionCode]
+    next_cursor: str | None
+
+
+class PromotionCodeCheck(BaseModel):
+    valid: bool
+    reason: Literal["not_found", "inactive", "expired", "max_redemptions_reached", "coupon_missing",
+                    "customer_mismatch"] | None = Field(description="The first reason, in this order, or null")
+
+
+# -- request bodies --------------------------------------------------------------------
+
+
+class CreateCoupon(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(None, min_length=1, max_length=200, pattern=COUPON_ID_PATTERN,
+                           description="Your own id for the coupon; the processor makes one if absent")
+    name: str | None = Field(None, min_length=1, max_length=40)
+    percent_off: Percent | None = None
+    amount_off: StrictInt | None = Field(None, ge=1, le=10**12, description="In the currency's minor unit")
+    currency: str | None = Field(None, description="ISO 4217, lower case; required with amount_off",
+                                 examples=["usd"])
+    duration: Literal["once", "repeating", "forever"] = "once"
+    duration_in_months: StrictInt | None = Field(None, ge=1, le=1200, description="Only with duration=repeating")
+    max_redemptions: StrictInt | None = Field(None, ge=1, le=10**9)
+    redeem_by: StrictInt | None = Field(None, ge=1, le=coupons.MAX_TIMESTAMP, description="Unix seconds, future")
+    metadata: dict[str, Any] | None = Field(None, description="Stripe metadata rules apply")
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, v: str | None) -> str | None:
+        if v is not None and v not in ISO_4217:
+            raise ValueError("must be a 3-letter lower-case ISO 4217 code")
+        return v
+
+    def new(self) -> coupons.NewCoupon:
+        return coupons.NewCoupon(
+            percent_off=self.percent_off, amount_off=self.amount_off, currency=self.currency,
+            duration=self.duration, duration_in_months=self.duration_in_months,
+            max_redemptions=self.max_redemptions, redeem_by=self.redeem_by, metadata=dict(self.metadata or {}),
+            name=self.name, id=self.id,
+        )
+
+
+class CreatePromotionCode(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(min_length=1, max_length=500, pattern=CODE_PATTERN, examples=["SUMMER25"],
+                      description="Letters, digits and dashes; unique among active codes, ignoring case")
+    coupon: str = Field(min_length=1, max_length=255, description="The coupon's id")
+    active: StrictBool = True
+    max_redemptions: StrictInt | None = Field(None, ge=1, le=10**9)
+    expires_at: StrictInt | None = Field(None, ge=1, le=coupons.MAX_TIMESTAMP, description="Unix seconds, future")
+    metadata: dict[str, Any] | None = Field(None, description="Stripe metadata rules apply")
+    customer_id: str | None = Field(None, min_length=1, max_length=255,
+                                    description="Restrict the code to this customer (our customer id)")
+
+    def new(self) -> promotions.NewPromotionCode:
+        return promotions.NewPromotionCode(
+            code=self.code, coupon=self.coupon, active=self.active, max_redemptions=self.max_redemptions,
+            expires_at=self.expires_at, metadata=dict(self.metadata or {}), customer_id=self.customer_id,
+        )
+
+
+class PatchPromotionCode(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    active: StrictBool | None = None
+    metadata: dict[str, Any] | None = Field(None, description="Merged; a key set to \"\" or null is removed")
+    lock_version: StrictInt | None = Field(None, ge=1, description="Or send If-Match")
+
+
+class CheckPromotionCode(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    customer_id: str | None = Field(None, min_length=1, max_length=255, description="Check for this customer")
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _param(name: str, matched: str) -> str:
+    # REST APIs keep `path` percent-encoded; pathParameters carries the decoded value.
+    return str((router.current_event.path_parameters or {}).get(name, unquote(matched)))
+
+
+def _actor() -> Actor:
+    identity = router.current_event.request_context.identity.raw_event or {}
+    return Actor("api", identity.get("userArn") or identity.get("caller") or None)
+
+
+def _json(status: int, body: Any, etag: int | None = None) -> Response[str]:
+    headers = {"ETag": f'"{etag}"'} if etag is not None else None
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps(body),
+                    headers=headers)
+
+
+def _one(status: int, body: dict[str, Any]) -> Response[str]:
+    return _json(status, body, body["lock_version"])
+
+
+def _if_match() -> int | None:
+    headers = router.current_event.headers
+    raw = headers.get("if-match") or headers.get("If-Match")
+    if raw is None:
+        return None
+    value = raw.strip().removeprefix("W/").strip('"')
+    if not value.isdigit():
+        raise ValidationFailed("If-Match must be a quoted lock_version, e.g. \"3\"", {"If-Match": "invalid"})
+    return int(value)
+
+
+# -- coupons ---------------------------------------------------------------------------
+
+
+@router.post("/v1/coupons", summary="Create a coupon (on the processor, then projected)", tags=["coupons"],
+             responses={201: documented(Coupon, "Created (or recorded by its webhook first, and merged)"),
+                        **error_responses(400, 409, 422, 502)})
+def create_coupon(body: CreateCoupon) -> Response[str]:
+    return _one(201, coupons.create(body.new(), _actor()))
+
+
+@router.get("/v1/coupons/<coupon_id>", summary="A coupon", tags=["coupons"],
+            responses={200: documented(Coupon, "The coupon"), **error_responses(404)})
+def get_coupon(coupon_id: str) -> Response[str]:
+    return _one(200, coupons.get(_param("coupon_id", coupon_id)))
+
+
+# -- promotion codes ------------------------------------------------------------------
+
+
+@router.post("/v1/promotion-codes", summary="Create a promotion code (on the processor, then projected)",
+             tags=["promotion codes"],
+             responses={201: documented(PromotionCode, "Created (or recorded by its webhook first, and merged)"),
+                        **error_responses(400, 404, 409, 422, 502)})
+def create_promotion_code(body: CreatePromotionCode) -> Response[str]:
+    return _one(201, promotions.create(body.new(), _actor()))
+
+
+@router.get("/v1/promotion-codes", summary="List promotion codes", tags=["promotion codes"],
+            responses={200: documented(PromotionCodeList, "A page of promotion codes"), **error_responses(422)})
+def list_promotion_codes(
+    active: Annotated[bool | None, Query()] = None,
+    code: Annotated[str | None, Query(min_length=1, max_length=500, pattern=CODE_PATTERN,
+                                      description="Matched ignoring case")] = None,
+    coupon: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
+    sort: Annotated[Literal["expires_at", "times_redeemed"], Query(
+        description="Not applied with `code` (rows of one code come in index order)")] = "expires_at",
+    order: Annotated[Literal["asc", "desc"], Query()] = "asc",
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=4096)] = None,
+) -> Response[str]:
+    data, next_cursor = promotions.list_codes(active=active, code=code, coupon=coupon, sort=sort, order=order,
+                                              limit=limit, cursor=cursor)
+    return _json(200, {"data": data, "next_cursor": next_cursor})
+
+
+@router.get("/v1/promotion-codes/<promotion_code>", summary="A promotion code (by its id)",
+            tags=["promotion codes"],
+            responses={200: documented(PromotionCode, "The promotion code"), **error_responses(404)})
+def get_promotion_code(promotion_code: str) -> Response[str]:
+    return _one(200, promotions.get(_param("promotion_code", promotion_code)))
+
+
+@router.patch("/v1/promotion-codes/<promotion_code>", summary="Activate, deactivate or set metadata (by id)",
+              tags=["promotion codes"],
+              responses={200: documented(PromotionCode, "Updated"), **error_responses(400, 404, 409, 412, 422, 502)})
+def patch_promotion_code(promotion_code: str, body: PatchPromotionCode) -> Response[str]:
+    promotion_code_id = _param("promotion_code", promotion_code)
+    expected = _if_match()
+    if expected is None:
+        expected = body.lock_version
+    return _one(200, promotions.update(promotion_code_id, active=body.active, metadata_update=body.metadata,
+                                       expected_version=expected, actor=_actor()))
+
+
+@router.post("/v1/promotion-codes/<promotion_code>/check", summary="Can this code be redeemed? (by code)",
+             tags=["promotion codes"],
+             responses={200: documented(PromotionCodeCheck, "valid, or the first reason it is not"),
+                        **error_responses(400, 404, 422)})
+def check_promotion_code(
+    promotion_code: str,
+    customer_id: Annotated[str | None, Query(min_length=1, max_length=255,
+                                             description="Check for this customer (or give it in the body)")]
+    = None,
+    body: Annotated[CheckPromotionCode | None, Body()] = None,
+) -> Response[str]:
+    from_body = body.customer_id if body is not None else None
+    if customer_id is not None and from_body is not None and customer_id != from_body:
+        raise ValidationFailed("customer_id differs between the query and the body", {"customer_id": "conflict"})
+    code = _param("promotion_code", promotion_code)
+    return _json(200, promotions.check(code, customer_id or from_body))
