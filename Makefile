@@ -167,6 +167,14 @@ lock: $(DEV_STAMP) ## re-resolve requirements/*.txt and layers/common/requiremen
 bench: $(DEV_STAMP) ## the benchmarks under bench/ (DESIGN.md section 7)
 	$(BIN)/python -m bench
 
+# Like `stripe trigger`: a sample from events/webhooks/stripe/, fresh id and
+# created, signed with STRIPE_WEBHOOK_SECRET, posted to the running stack.
+EVENT ?= customer.updated
+TRIGGER_ARGS ?=
+.PHONY: trigger
+trigger: $(DEV_STAMP) ## post a signed sample Stripe event to `make run` (EVENT=customer.updated TRIGGER_ARGS="--set ...")
+	$(BIN)/python -m devstack.trigger $(EVENT) $(TRIGGER_ARGS)
+
 .PHONY: clean distclean
 clean: ## build output and tool caches
 	rm -rf .aws-sam .mypy_cache .ruff_cache .pytest_cache .hypothesis

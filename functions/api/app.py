@@ -10,15 +10,22 @@ from billing.config import require_env
 from billing.observability import logger, metrics, tracer
 from billing.tables import (
     CHARGES_TABLE,
+    COUPONS_TABLE,
     CUSTOMERS_TABLE,
     EVENTS_TABLE,
     INVOICES_TABLE,
+    METER_EVENTS_TABLE,
     PAYMENT_METHODS_TABLE,
+    PROMOTION_CODES_TABLE,
     SUBSCRIPTIONS_TABLE,
+    WEBHOOK_EVENTS_TABLE,
 )
 
 # A deployment missing a table fails its cold start, naming the variable.
 require_env(CUSTOMERS_TABLE, PAYMENT_METHODS_TABLE, SUBSCRIPTIONS_TABLE, INVOICES_TABLE, CHARGES_TABLE, EVENTS_TABLE)
+require_env(METER_EVENTS_TABLE)
+require_env(WEBHOOK_EVENTS_TABLE)
+require_env(COUPONS_TABLE, PROMOTION_CODES_TABLE)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

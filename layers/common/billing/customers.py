@@ -309,7 +309,10 @@ def _linked_concurrently(owner_type: str, owner_id: str, processor: str, process
         existing = find_by_processor_id(processor_id)
     if existing is None:
         raise Conflict("the customer was created concurrently; retry")
-    if explicit:
+    # The same processor customer means the webhook path recorded the one this
+    # call just created (its customer.created won the race): that is this
+    # call's customer, not a conflict.
+    if explicit and existing.processor_id != processor_id:
         raise Conflict(f"owner {owner_type}/{owner_id} already has a {processor} customer",
                        {"customer_id": existing.pk})
     return existing, False
@@ -497,6 +500,66 @@ def delete(customer_id: str, actor: Actor) -> dict[str, Any]:
             raise
         return to_api(row)
     raise Conflict("the customer is changing too fast; retry")
+
+
+def _is_valid_owner(owner_type: str, owner_id: str) -> bool:
+    try:
+        validate_owner(owner_type, owner_id)
+    except ValidationFailed:
+        return False
+    return True
+
+
+def add_created_from_processor(tw: TransactWrite, obj: dict[str, Any], attrs: CustomerAttrs, actor: Actor,
+                               *, watermark: tuple[int, str], default_payment_method_id: str | None = None
+                               ) -> CustomerRow:
+    """Webhook path: add, to the caller's transaction, the row of a processor
+    customer this deployment has not recorded, with the guards the user path
+    claims (processor id; owner per processor), so the two paths can never
+    make two rows for one processor customer or one owner.
+
+    Owned by the object's metadata owner_type/owner_id when they form a valid
+    owner that has no customer yet; otherwise unowned (owner null). A lost
+    guard race cancels the transaction; the caller re-reads and finds the row.
+    """
+    processor = processor_name()
+    meta = obj.get("metadata")
+    owner_type, owner_id = (meta.get("owner_type"), meta.get("owner_id")) if isinstance(meta, dict) else (None, None)
+    owner_guard: GuardRow | None = None
+    claimable: Any = None
+    if isinstance(owner_type, str) and isinstance(owner_id, str) and _is_valid_owner(owner_type, owner_id):
+        try:
+            guard: GuardRow | None = GuardRow.get(_owner_guard(processor, owner_type, owner_id), consistent_read=True)
+        except DoesNotExist:
+            guard = None
+        if guard is None or not guard.customer_id:
+            generation = int(guard.generation) if guard is not None else 0
+            owner_guard = GuardRow(pk=_owner_guard(processor, owner_type, owner_id), generation=generation)
+            claimable = GuardRow.pk.does_not_exist() | (GuardRow.customer_id.does_not_exist()
+                                                        & (GuardRow.generation == generation))
+    if owner_guard is None:
+        owner_type = owner_id = None
+    row = _new_row(ids.new_id("cust"), owner_type, owner_id, processor, obj, attrs)
+    row.last_stripe_event_ts, row.last_stripe_event_id = watermark
+    row.default_payment_method_id = default_payment_method_id
+    tw.save(row, condition=CustomerRow.pk.does_not_exist())
+    if owner_guard is not None:
+        owner_guard.customer_id = row.pk
+        tw.save(owner_guard, condition=claimable)
+    tw.save(GuardRow(pk=_processor_guard(processor, str(obj["id"])), customer_id=row.pk),
+            condition=GuardRow.pk.does_not_exist())
+    ledger.append(tw, type_="customer.created", subject_type="customer", subject_id=row.pk, actor=actor,
+                  data={"processor_id": obj["id"], "owner_type": owner_type, "owner_id": owner_id})
+    return row
+
+
+def add_owner_release(tw: TransactWrite, row: CustomerRow) -> None:
+    """Webhook path: release a row's owner in the transaction that deletes it
+    (as delete() does), so a later fetch-or-create makes a new customer."""
+    if row.owner_type and row.owner_id:
+        guard = GuardRow(pk=_owner_guard(row.processor, row.owner_type, row.owner_id))
+        tw.update(guard, actions=[GuardRow.customer_id.remove(), GuardRow.generation.add(1)],
+                  condition=GuardRow.customer_id == row.pk)
 
 
 def events(customer_id: str, *, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:

@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 from pynamodb.attributes import (
+    BooleanAttribute,
     JSONAttribute,
     NumberAttribute,
     UnicodeAttribute,
@@ -26,6 +27,7 @@ SUBSCRIPTIONS_TABLE = "SUBSCRIPTIONS_TABLE"
 INVOICES_TABLE = "INVOICES_TABLE"
 CHARGES_TABLE = "CHARGES_TABLE"
 EVENTS_TABLE = "EVENTS_TABLE"
+METER_EVENTS_TABLE = "METER_EVENTS_TABLE"
 
 
 def _table(variable: str) -> str:
@@ -38,9 +40,18 @@ def _region() -> str:
     return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 
 
+_connection: Connection | None = None
+
+
 def connection() -> Connection:
-    """A connection for TransactWrite; endpoint from AWS_ENDPOINT_URL_DYNAMODB when set."""
-    return Connection(region=_region())
+    """A connection for TransactWrite; endpoint from AWS_ENDPOINT_URL_DYNAMODB when set.
+
+    One per process, reused across warm invocations: building its botocore
+    client costs tens of milliseconds of CPU, more than the transaction."""
+    global _connection
+    if _connection is None:
+        _connection = Connection(region=_region())
+    return _connection
 
 
 class _Meta:
@@ -195,3 +206,189 @@ class LedgerRow(Model):
             "trace_id": self.trace_id, "idempotency_key": self.idempotency_key,
             "caused_by_webhook_event_id": self.caused_by_webhook_event_id, "inserted_at": self.inserted_at,
         }
+
+
+class MeterEventRow(Model):
+    """One accepted usage event: the outbox row the stream delivers and the
+    audit record of its own transitions (pending -> reported | failed).
+
+    The key is the caller's identifier, so the row's own put (with
+    attribute_not_exists) is the identifier's uniqueness guard. Transitions
+    are conditional on `stripe_status` (a transition is valid from a state,
+    whatever else changed); `lock_version` is bumped by every write so a
+    reader can still tell two versions of a row apart.
+    """
+
+    class Meta(_Meta):
+        table_name = _table(METER_EVENTS_TABLE)
+
+    # Sparse: only pending and failed rows carry status_key ("<status>#<shard>").
+    by_status = _index("by_status", "status_key", "updated_at")
+    # Only reported rows carry reported_key ("reported#<shard>").
+    by_reported = _index("by_reported", "reported_key", "reported_at")
+    by_customer = _index("by_customer", "customer_id", "occurred_sort")
+
+    pk = UnicodeAttribute(hash_key=True)  # the identifier
+    id = UnicodeAttribute()
+    customer_id = UnicodeAttribute()
+    stripe_customer_id = UnicodeAttribute()
+    event_name = UnicodeAttribute()
+    value = NumberAttribute()
+    occurred_ts = NumberAttribute()  # unix seconds, what Stripe receives
+    occurred_at = UnicodeAttribute()
+    occurred_sort = UnicodeAttribute()  # "<occurred_at>#<identifier>": unique per customer
+    operation_id = UnicodeAttribute(null=True)
+    request_digest = UnicodeAttribute()  # what a replay of the same PUT must match
+    stripe_status = UnicodeAttribute()
+    status_key = UnicodeAttribute(null=True)
+    reported_key = UnicodeAttribute(null=True)
+    reported_at = UnicodeAttribute(null=True)
+    stripe_error = JSONAttribute(null=True)
+    attempts = NumberAttribute(default=0)
+    sweeps = NumberAttribute(default=0)
+    # When the row last became pending (accepted, or retried): the age that
+    # decides whether a resend is still inside Stripe's deduplication window.
+    pending_since = UnicodeAttribute(null=True)
+    inserted_at = UnicodeAttribute()
+    updated_at = UnicodeAttribute()
+    lock_version = NumberAttribute(default=1)
+
+
+# -- webhooks: the inbox and the coupon / promotion code projections ------------------
+
+WEBHOOK_EVENTS_TABLE = "WEBHOOK_EVENTS_TABLE"
+COUPONS_TABLE = "COUPONS_TABLE"
+PROMOTION_CODES_TABLE = "PROMOTION_CODES_TABLE"
+
+
+class WebhookEventRow(Model):
+    """One row per Stripe event id: the raw body as it was signed (kept for
+    replay) and where its processing stands.
+
+    The webhook function writes it once with a plain PutItem (attribute names
+    as here, billing.webhooks.ingest); afterwards only the processor and the
+    replay route update it. `run` counts processing requests (the insert is
+    run 0; a replay or re-drive adds one and sets `run_reason`, which is what
+    the stream filter lets through), so a stale stream record can tell that a
+    newer run superseded it.
+    """
+
+    class Meta(_Meta):
+        table_name = _table(WEBHOOK_EVENTS_TABLE)
+
+    # Sparse: only failed and deferred rows carry status_key, so the processed
+    # majority never lands in (or heats) the index.
+    by_status = _index("by_status", "status_key", "received_at")
+
+    pk = UnicodeAttribute(hash_key=True)  # the Stripe event id
+    type = UnicodeAttribute()
+    created = NumberAttribute()  # Stripe's `created`, unix seconds
+    livemode = BooleanAttribute(null=True)
+    object_id = UnicodeAttribute(null=True)  # data.object.id, when the event has one
+    body = UnicodeAttribute()  # the raw body; never returned by the API, never logged
+    received_at = UnicodeAttribute()
+    updated_at = UnicodeAttribute(null=True)
+    processed_at = UnicodeAttribute(null=True)
+    status = UnicodeAttribute()  # received, processed, ignored, stale, deferred, failed
+    status_key = UnicodeAttribute(null=True)
+    attempts = NumberAttribute(default=0)
+    run = NumberAttribute(default=0)
+    run_reason = UnicodeAttribute(null=True)  # replay | redrive, until the run starts
+    replays = NumberAttribute(default=0)
+    deferrals = NumberAttribute(default=0)
+    waiting_for = UnicodeAttribute(null=True)  # the processor id of the missing parent
+    next_attempt_at = NumberAttribute(null=True)  # unix seconds, while deferred
+    error = JSONAttribute(null=True)  # {type, code, message<=512}, never a payload
+    expires_at = NumberAttribute(null=True)  # TTL (unix seconds) on finished rows
+
+
+class _Watermarked(Model):
+    """A thin projection of one processor object outside the customer graph."""
+
+    class Meta(_Meta):
+        table_name = "abstract"
+
+    pk = UnicodeAttribute(hash_key=True)  # the processor's id
+    processor_id = UnicodeAttribute(null=True)
+    metadata = JSONAttribute(default=dict)
+    data = JSONAttribute(default=dict)
+    last_stripe_event_ts = NumberAttribute(null=True)
+    last_stripe_event_id = UnicodeAttribute(null=True)
+    inserted_at = UnicodeAttribute()
+    updated_at = UnicodeAttribute()
+    lock_version = VersionAttribute()
+    # The user path's processor idempotency key, once a create request has
+    # recorded the object (billing.coupons, billing.promotions); a row only a
+    # webhook recorded has none, and the user path merges into it.
+    create_key = UnicodeAttribute(null=True)
+
+
+class CouponRow(_Watermarked):
+    class Meta(_Meta):
+        table_name = _table(COUPONS_TABLE)
+
+    name = UnicodeAttribute(null=True)
+    percent_off = NumberAttribute(null=True)
+    amount_off = NumberAttribute(null=True)
+    currency = UnicodeAttribute(null=True)
+    duration = UnicodeAttribute(null=True)
+    duration_in_months = NumberAttribute(null=True)
+    max_redemptions = NumberAttribute(null=True)
+    redeem_by = NumberAttribute(null=True)
+    times_redeemed = NumberAttribute(null=True)
+    valid = BooleanAttribute(null=True)
+    deleted_at = UnicodeAttribute(null=True)
+
+
+class PromotionCodeRow(_Watermarked):
+    class Meta(_Meta):
+        table_name = _table(PROMOTION_CODES_TABLE)
+
+    by_code = _index("by_code", "code_key")
+    by_coupon = _index("by_coupon", "coupon_id", "expires_sort")
+    by_expires_at = _index("by_expires_at", "list_key", "expires_sort")
+    by_times_redeemed = _index("by_times_redeemed", "list_key", "redeemed_sort")
+
+    list_key = UnicodeAttribute(default="promotion_code")
+    code = UnicodeAttribute(null=True)
+    code_key = UnicodeAttribute(null=True)  # code_key_for(code)
+    coupon_id = UnicodeAttribute(null=True)
+    active = BooleanAttribute(null=True)
+    expires_at = NumberAttribute(null=True)
+    expires_sort = UnicodeAttribute(null=True)
+    times_redeemed = NumberAttribute(null=True)
+    redeemed_sort = UnicodeAttribute(null=True)
+    max_redemptions = NumberAttribute(null=True)
+    processor_customer_id = UnicodeAttribute(null=True)  # a code restricted to one customer
+
+    @staticmethod
+    def code_key_for(code: str) -> str:
+        # Stripe matches promotion codes case-insensitively.
+        return code.upper()
+
+    @staticmethod
+    def expires_sort_for(expires_at: int | None, promotion_code_id: str) -> str:
+        # Zero-padded so the index sorts numerically; no expiry sorts last ("~" > digits).
+        return f"{expires_at:012d}#{promotion_code_id}" if expires_at is not None else f"~#{promotion_code_id}"
+
+    @staticmethod
+    def redeemed_sort_for(times_redeemed: int, promotion_code_id: str) -> str:
+        return f"{times_redeemed:012d}#{promotion_code_id}"
+
+
+class PromotionCodeGuardRow(Model):
+    """The claim of an active promotion code on its code (`guard#code#<CODE_KEY>`),
+    in the promotion codes table: `promotion_code_id` is set with
+    attribute_not_exists in the transaction that records or activates the code,
+    and removed (generation + 1) in the one that deactivates it. It carries none
+    of PromotionCodeRow's index keys, so it never shows up in a listing."""
+
+    class Meta(_Meta):
+        table_name = _table(PROMOTION_CODES_TABLE)
+
+    pk = UnicodeAttribute(hash_key=True)
+    kind = UnicodeAttribute(default="code_guard")
+    promotion_code_id = UnicodeAttribute(null=True)
+    # Bumped on every release, so a later create of the same code gets a
+    # fresh processor idempotency key instead of the released code back.
+    generation = NumberAttribute(default=0)

@@ -8,7 +8,7 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 
-from billing.api import customers, errors, health
+from billing.api import customers, errors, health, promotions, usage, webhook_events
 from billing.api.schemas import ErrorBody
 
 TITLE = "billing-functions"
@@ -18,6 +18,9 @@ app = APIGatewayRestResolver(enable_validation=True)
 errors.register(app)
 app.include_router(health.router)
 app.include_router(customers.router)
+app.include_router(usage.router)
+app.include_router(webhook_events.router)
+app.include_router(promotions.router)
 
 
 def _contract_errors(doc: dict[str, Any]) -> dict[str, Any]:
@@ -51,4 +54,9 @@ def openapi_json() -> str:
         version=VERSION,
         description="Stripe billing on AWS: customers, usage metering, webhooks, promotion codes.",
     ))
+    # The webhook endpoint is another function's route: described here so the
+    # one document covers the whole API.
+    webhook_paths, webhook_schemas = webhook_events.openapi_paths()
+    doc.setdefault("paths", {}).update(webhook_paths)
+    doc.setdefault("components", {}).setdefault("schemas", {}).update(webhook_schemas)
     return json.dumps(_contract_errors(doc))
