@@ -14,6 +14,13 @@ from billing.api.schemas import ErrorBody
 TITLE = "billing-functions"
 VERSION = "0.1.0"
 
+# Routes that touch no table, hence never answer 503.
+NO_STORAGE_PATHS = frozenset({"/v1/health", "/v1/openapi.json"})
+UNAVAILABLE_RESPONSE: dict[str, Any] = {
+    "description": "unavailable: DynamoDB is throttling; nothing was written, send the same request again",
+    "headers": {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}},
+}
+
 app = APIGatewayRestResolver(enable_validation=True)
 errors.register(app)
 app.include_router(health.router)
@@ -36,9 +43,13 @@ def _contract_errors(doc: dict[str, Any]) -> dict[str, Any]:
     schemas.update(error_schema.pop("$defs", {}))
     schemas["ErrorBody"] = error_schema
     ref = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
-    for operations in doc.get("paths", {}).values():
+    for path, operations in doc.get("paths", {}).items():
         for operation in operations.values():
             responses = operation.get("responses", {})
+            if path not in NO_STORAGE_PATHS:
+                # Every route that reads or writes DynamoDB answers 503 when it
+                # throttles past the SDK's retries (billing.api.errors).
+                responses.setdefault("503", dict(UNAVAILABLE_RESPONSE))
             for status, response in responses.items():
                 if str(status).startswith(("4", "5")):
                     response["content"] = ref

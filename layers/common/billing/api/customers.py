@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Annotated, Any, Literal
-from urllib.parse import unquote
 
-from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from billing import customers, payment_methods
+from billing.api import http
 from billing.api.models import (
     Customer,
     CustomerList,
@@ -23,8 +22,6 @@ from billing.api.models import (
 )
 from billing.api.schemas import error_responses
 from billing.currencies import ISO_4217
-from billing.errors import ValidationFailed
-from billing.ledger import Actor
 
 router = APIGatewayRouter()
 
@@ -110,40 +107,6 @@ class PaymentMethodRef(BaseModel):
     payment_method_id: str = Field(min_length=4, max_length=255, examples=["pm_card_visa"])
 
 
-def _param(name: str, matched: str) -> str:
-    """A path parameter as API Gateway decoded it.
-
-    REST APIs keep `path` percent-encoded, which is what Powertools matches
-    routes against; `pathParameters` carries the decoded values.
-    """
-    return str((router.current_event.path_parameters or {}).get(name, unquote(matched)))
-
-
-def _actor() -> Actor:
-    identity = (router.current_event.request_context.identity.raw_event or {})
-    return Actor("api", identity.get("userArn") or identity.get("caller") or None)
-
-
-def _json(status: int, body: Any, etag: int | None = None) -> Response[str]:
-    headers = {"ETag": f'"{etag}"'} if etag is not None else None
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps(body),
-                    headers=headers)
-
-
-def _customer(status: int, body: dict[str, Any]) -> Response[str]:
-    return _json(status, body, body["lock_version"])
-
-
-def _if_match() -> int | None:
-    raw = router.current_event.headers.get("if-match") or router.current_event.headers.get("If-Match")
-    if raw is None:
-        return None
-    value = raw.strip().removeprefix("W/").strip('"')
-    if not value.isdigit():
-        raise ValidationFailed("If-Match must be a quoted lock_version, e.g. \"3\"", {"If-Match": "invalid"})
-    return int(value)
-
-
 CUSTOMER_ERRORS = error_responses(400, 404, 409, 422, 502)
 
 
@@ -153,15 +116,15 @@ CUSTOMER_ERRORS = error_responses(400, 404, 409, 422, 502)
 def fetch_or_create(owner_type: str, owner_id: str,
                     body: Annotated[CustomerFields | None, Body()] = None) -> Response[str]:
     attrs = (body or CustomerFields()).attrs()
-    customer, created = customers.fetch_or_create(_param("owner_type", owner_type), _param("owner_id", owner_id),
-                                                  attrs, _actor())
-    return _customer(201 if created else 200, customer)
+    owner = (http.path_param(router, "owner_type", owner_type), http.path_param(router, "owner_id", owner_id))
+    customer, created = customers.fetch_or_create(*owner, attrs, http.actor(router))
+    return http.versioned(201 if created else 200, customer)
 
 
 @router.post("/v1/customers", summary="Create a customer (always calls the processor)", tags=["customers"],
              responses={201: documented(Customer, "Created"), **CUSTOMER_ERRORS})
 def create_customer(body: CreateCustomer) -> Response[str]:
-    return _customer(201, customers.create(body.owner_type, body.owner_id, body.attrs(), _actor()))
+    return http.versioned(201, customers.create(body.owner_type, body.owner_id, body.attrs(), http.actor(router)))
 
 
 @router.get("/v1/customers/<customer_id>", summary="A customer", tags=["customers"],
@@ -169,10 +132,10 @@ def create_customer(body: CreateCustomer) -> Response[str]:
 def get_customer(customer_id: str,
                  include: Annotated[str | None, Query(description="payment_methods,subscriptions,invoices,charges")]
                  = None) -> Response[str]:
-    customer_id = _param("customer_id", customer_id)
-    customer_id = _param("customer_id", customer_id)
+    customer_id = http.path_param(router, "customer_id", customer_id)
+    customer_id = http.path_param(router, "customer_id", customer_id)
     body = customers.get(customer_id, customers.parse_includes(include))
-    return _customer(200, body)
+    return http.versioned(200, body)
 
 
 @router.get("/v1/customers", summary="List customers", tags=["customers"],
@@ -191,35 +154,36 @@ def list_customers(
                                  "currency": currency, "processor_id": processor_id}.items() if v is not None}
     data, next_cursor = customers.list_customers(filters, limit=limit, cursor=cursor,
                                                  include_deleted=include_deleted)
-    return _json(200, {"data": data, "next_cursor": next_cursor})
+    return http.json_response(200, {"data": data, "next_cursor": next_cursor})
 
 
 @router.patch("/v1/customers/<customer_id>", summary="Update a customer locally", tags=["customers"],
               responses={200: documented(Customer, "Updated"), **error_responses(404, 409, 412, 422)})
 def patch_customer(customer_id: str, body: PatchCustomer) -> Response[str]:
-    customer_id = _param("customer_id", customer_id)
-    expected = _if_match()
+    customer_id = http.path_param(router, "customer_id", customer_id)
+    expected = http.if_match(router)
     if expected is None:
         expected = body.lock_version
     changes = body.model_dump(exclude_unset=True, exclude={"lock_version"})
-    return _customer(200, customers.update(customer_id, changes, expected_version=expected, actor=_actor()))
+    updated = customers.update(customer_id, changes, expected_version=expected, actor=http.actor(router))
+    return http.versioned(200, updated)
 
 
 @router.put("/v1/customers/<customer_id>/tax-location", summary="Set the tax location (validated now)",
             tags=["customers"],
             responses={200: documented(Customer, "Updated"), **error_responses(404, 409, 422, 502)})
 def put_tax_location(customer_id: str, body: TaxLocation) -> Response[str]:
-    customer_id = _param("customer_id", customer_id)
+    customer_id = http.path_param(router, "customer_id", customer_id)
     address = body.address.model_dump(exclude_none=True)
-    return _customer(200, customers.update_tax_location(customer_id, address, _actor()))
+    return http.versioned(200, customers.update_tax_location(customer_id, address, http.actor(router)))
 
 
 @router.put("/v1/customers/<customer_id>/default-payment-method", summary="Set the default payment method",
             tags=["payment methods"],
             responses={200: documented(Customer, "Updated"), **error_responses(404, 409, 422, 502)})
 def put_default_payment_method(customer_id: str, body: PaymentMethodRef) -> Response[str]:
-    customer_id = _param("customer_id", customer_id)
-    return _customer(200, payment_methods.set_default(customer_id, body.payment_method_id, _actor()))
+    customer_id = http.path_param(router, "customer_id", customer_id)
+    return http.versioned(200, payment_methods.set_default(customer_id, body.payment_method_id, http.actor(router)))
 
 
 @router.post("/v1/customers/<customer_id>/payment-methods", summary="Attach a payment method",
@@ -227,33 +191,33 @@ def put_default_payment_method(customer_id: str, body: PaymentMethodRef) -> Resp
                                                   201: documented(PaymentMethod, "Attached"),
                                                   **error_responses(404, 409, 422, 502)})
 def attach_payment_method(customer_id: str, body: PaymentMethodRef) -> Response[str]:
-    customer_id = _param("customer_id", customer_id)
-    pm, created = payment_methods.attach(customer_id, body.payment_method_id, _actor())
-    return _json(201 if created else 200, pm)
+    customer_id = http.path_param(router, "customer_id", customer_id)
+    pm, created = payment_methods.attach(customer_id, body.payment_method_id, http.actor(router))
+    return http.json_response(201 if created else 200, pm)
 
 
 @router.get("/v1/customers/<customer_id>/payment-methods", summary="Attached payment methods",
             tags=["payment methods"],
             responses={200: documented(PaymentMethodList, "Attached payment methods"), **error_responses(404)})
 def list_payment_methods(customer_id: str) -> Response[str]:
-    customer_id = _param("customer_id", customer_id)
-    return _json(200, {"data": payment_methods.list_for(customer_id), "next_cursor": None})
+    customer_id = http.path_param(router, "customer_id", customer_id)
+    return http.json_response(200, {"data": payment_methods.list_for(customer_id), "next_cursor": None})
 
 
 @router.delete("/v1/customers/<customer_id>/payment-methods/<payment_method_id>", summary="Detach",
                tags=["payment methods"],
                responses={200: documented(PaymentMethod, "Detached"), **error_responses(404, 502)})
 def detach_payment_method(customer_id: str, payment_method_id: str) -> Response[str]:
-    customer_id = _param("customer_id", customer_id)
-    payment_method_id = _param("payment_method_id", payment_method_id)
-    return _json(200, payment_methods.detach(customer_id, payment_method_id, _actor()))
+    customer_id = http.path_param(router, "customer_id", customer_id)
+    payment_method_id = http.path_param(router, "payment_method_id", payment_method_id)
+    return http.json_response(200, payment_methods.detach(customer_id, payment_method_id, http.actor(router)))
 
 
 @router.delete("/v1/customers/<customer_id>", summary="Soft-delete (mirrored to the processor)",
                tags=["customers"], responses={200: documented(Customer, "Deleted"), **error_responses(404, 502)})
 def delete_customer(customer_id: str) -> Response[str]:
-    customer_id = _param("customer_id", customer_id)
-    return _customer(200, customers.delete(customer_id, _actor()))
+    customer_id = http.path_param(router, "customer_id", customer_id)
+    return http.versioned(200, customers.delete(customer_id, http.actor(router)))
 
 
 @router.get("/v1/customers/<customer_id>/events", summary="The customer's ledger, newest first",
@@ -261,6 +225,6 @@ def delete_customer(customer_id: str) -> Response[str]:
 def customer_events(customer_id: str,
                     limit: Annotated[int, Query(ge=1, le=100)] = 50,
                     cursor: Annotated[str | None, Query(max_length=2048)] = None) -> Response[str]:
-    customer_id = _param("customer_id", customer_id)
+    customer_id = http.path_param(router, "customer_id", customer_id)
     data, next_cursor = customers.events(customer_id, limit=limit, cursor=cursor)
-    return _json(200, {"data": data, "next_cursor": next_cursor})
+    return http.json_response(200, {"data": data, "next_cursor": next_cursor})

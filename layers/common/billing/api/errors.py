@@ -13,14 +13,24 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
+from botocore.exceptions import ClientError
+from pynamodb.exceptions import PynamoDBException
 
-from billing.errors import ConfigurationError, DomainError
+from billing.errors import ConfigurationError, DomainError, Unavailable, retryable_dynamodb_code
 from billing.observability import logger
 
 
-def error_response(status: int, type_: str, message: str, details: dict[str, Any] | None = None) -> Response[str]:
+def error_response(status: int, type_: str, message: str, details: dict[str, Any] | None = None,
+                   headers: dict[str, str] | None = None) -> Response[str]:
     body = {"error": {"type": type_, "message": message, "details": details or {}}}
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps(body))
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps(body),
+                    headers=headers)
+
+
+def _unavailable(exc: Unavailable) -> Response[str]:
+    seconds = exc.retry_after_seconds
+    return error_response(exc.status, exc.error_type, exc.message, {**exc.details, "retry_after_seconds": seconds},
+                          headers={"Retry-After": str(seconds)})
 
 
 def _field_errors(errors: list[Any]) -> list[dict[str, str]]:
@@ -33,9 +43,17 @@ def _field_errors(errors: list[Any]) -> list[dict[str, str]]:
     return out
 
 
+def _internal(exc: Exception) -> Response[str]:
+    # The traceback goes to the log; the caller gets no internals.
+    logger.exception("unhandled error", extra={"error_type": type(exc).__name__})
+    return error_response(500, "internal_error", "internal error")
+
+
 def register(app: APIGatewayRestResolver) -> None:
     @app.exception_handler(DomainError)
     def _domain(exc: DomainError) -> Response[str]:
+        if isinstance(exc, Unavailable):
+            return _unavailable(exc)
         return error_response(exc.status, exc.error_type, exc.message, exc.details)
 
     @app.exception_handler(RequestValidationError)
@@ -63,6 +81,18 @@ def register(app: APIGatewayRestResolver) -> None:
 
     @app.exception_handler(Exception)
     def _unexpected(exc: Exception) -> Response[str]:
-        # The traceback goes to the log; the caller gets no internals.
-        logger.exception("unhandled error", extra={"error_type": type(exc).__name__})
-        return error_response(500, "internal_error", "internal error")
+        return _internal(exc)
+
+    @app.exception_handler([PynamoDBException, ClientError])
+    def _dynamodb(exc: Exception) -> Response[str]:
+        # DynamoDB throttled (or failed transiently) past botocore's own
+        # retries. A throttled request or transaction does not apply, and
+        # every write is conditional (identifiers, guards, lock_version), so
+        # the same request sent again cannot apply twice: say so with a 503
+        # and Retry-After instead of an internal error.
+        code = retryable_dynamodb_code(exc)
+        if code is None:
+            return _internal(exc)
+        logger.warning("DynamoDB unavailable past retries; answered 503",
+                       extra={"code": code, "error_type": type(exc).__name__})
+        return _unavailable(Unavailable("the service is busy; send the same request again shortly"))

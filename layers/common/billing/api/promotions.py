@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
-from urllib.parse import unquote
 
-from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
 from billing import coupons, promotions
+from billing.api import http
 from billing.api.models import documented
 from billing.api.schemas import error_responses
 from billing.currencies import ISO_4217
 from billing.errors import ValidationFailed
-from billing.ledger import Actor
 
 router = APIGatewayRouter()
 
@@ -155,37 +153,6 @@ class CheckPromotionCode(BaseModel):
 # -- helpers ---------------------------------------------------------------------------
 
 
-def _param(name: str, matched: str) -> str:
-    # REST APIs keep `path` percent-encoded; pathParameters carries the decoded value.
-    return str((router.current_event.path_parameters or {}).get(name, unquote(matched)))
-
-
-def _actor() -> Actor:
-    identity = router.current_event.request_context.identity.raw_event or {}
-    return Actor("api", identity.get("userArn") or identity.get("caller") or None)
-
-
-def _json(status: int, body: Any, etag: int | None = None) -> Response[str]:
-    headers = {"ETag": f'"{etag}"'} if etag is not None else None
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps(body),
-                    headers=headers)
-
-
-def _one(status: int, body: dict[str, Any]) -> Response[str]:
-    return _json(status, body, body["lock_version"])
-
-
-def _if_match() -> int | None:
-    headers = router.current_event.headers
-    raw = headers.get("if-match") or headers.get("If-Match")
-    if raw is None:
-        return None
-    value = raw.strip().removeprefix("W/").strip('"')
-    if not value.isdigit():
-        raise ValidationFailed("If-Match must be a quoted lock_version, e.g. \"3\"", {"If-Match": "invalid"})
-    return int(value)
-
-
 # -- coupons ---------------------------------------------------------------------------
 
 
@@ -193,13 +160,13 @@ def _if_match() -> int | None:
              responses={201: documented(Coupon, "Created (or recorded by its webhook first, and merged)"),
                         **error_responses(400, 409, 422, 502)})
 def create_coupon(body: CreateCoupon) -> Response[str]:
-    return _one(201, coupons.create(body.new(), _actor()))
+    return http.versioned(201, coupons.create(body.new(), http.actor(router)))
 
 
 @router.get("/v1/coupons/<coupon_id>", summary="A coupon", tags=["coupons"],
             responses={200: documented(Coupon, "The coupon"), **error_responses(404)})
 def get_coupon(coupon_id: str) -> Response[str]:
-    return _one(200, coupons.get(_param("coupon_id", coupon_id)))
+    return http.versioned(200, coupons.get(http.path_param(router, "coupon_id", coupon_id)))
 
 
 # -- promotion codes ------------------------------------------------------------------
@@ -210,7 +177,7 @@ def get_coupon(coupon_id: str) -> Response[str]:
              responses={201: documented(PromotionCode, "Created (or recorded by its webhook first, and merged)"),
                         **error_responses(400, 404, 409, 422, 502)})
 def create_promotion_code(body: CreatePromotionCode) -> Response[str]:
-    return _one(201, promotions.create(body.new(), _actor()))
+    return http.versioned(201, promotions.create(body.new(), http.actor(router)))
 
 
 @router.get("/v1/promotion-codes", summary="List promotion codes", tags=["promotion codes"],
@@ -228,26 +195,26 @@ def list_promotion_codes(
 ) -> Response[str]:
     data, next_cursor = promotions.list_codes(active=active, code=code, coupon=coupon, sort=sort, order=order,
                                               limit=limit, cursor=cursor)
-    return _json(200, {"data": data, "next_cursor": next_cursor})
+    return http.json_response(200, {"data": data, "next_cursor": next_cursor})
 
 
 @router.get("/v1/promotion-codes/<promotion_code>", summary="A promotion code (by its id)",
             tags=["promotion codes"],
             responses={200: documented(PromotionCode, "The promotion code"), **error_responses(404)})
 def get_promotion_code(promotion_code: str) -> Response[str]:
-    return _one(200, promotions.get(_param("promotion_code", promotion_code)))
+    return http.versioned(200, promotions.get(http.path_param(router, "promotion_code", promotion_code)))
 
 
 @router.patch("/v1/promotion-codes/<promotion_code>", summary="Activate, deactivate or set metadata (by id)",
               tags=["promotion codes"],
               responses={200: documented(PromotionCode, "Updated"), **error_responses(400, 404, 409, 412, 422, 502)})
 def patch_promotion_code(promotion_code: str, body: PatchPromotionCode) -> Response[str]:
-    promotion_code_id = _param("promotion_code", promotion_code)
-    expected = _if_match()
+    promotion_code_id = http.path_param(router, "promotion_code", promotion_code)
+    expected = http.if_match(router)
     if expected is None:
         expected = body.lock_version
-    return _one(200, promotions.update(promotion_code_id, active=body.active, metadata_update=body.metadata,
-                                       expected_version=expected, actor=_actor()))
+    return http.versioned(200, promotions.update(promotion_code_id, active=body.active, metadata_update=body.metadata,
+                                       expected_version=expected, actor=http.actor(router)))
 
 
 @router.post("/v1/promotion-codes/<promotion_code>/check", summary="Can this code be redeemed? (by code)",
@@ -264,5 +231,5 @@ def check_promotion_code(
     from_body = body.customer_id if body is not None else None
     if customer_id is not None and from_body is not None and customer_id != from_body:
         raise ValidationFailed("customer_id differs between the query and the body", {"customer_id": "conflict"})
-    code = _param("promotion_code", promotion_code)
-    return _json(200, promotions.check(code, customer_id or from_body))
+    code = http.path_param(router, "promotion_code", promotion_code)
+    return http.json_response(200, promotions.check(code, customer_id or from_body))

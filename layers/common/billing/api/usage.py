@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import json
-from typing import Annotated, Any, Literal
-from urllib.parse import unquote
+from typing import Annotated, Literal
 
-from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Query
-from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
 from billing import metering
+from billing.api import http
+from billing.api.models import documented
 from billing.api.schemas import error_responses
-from billing.ledger import Actor
 
 router = APIGatewayRouter()
 
@@ -54,10 +52,6 @@ class MeterEventList(BaseModel):
     next_cursor: str | None
 
 
-def _documented(model: type[BaseModel], description: str) -> OpenAPIResponse:
-    return {"description": description, "content": {"application/json": {"model": model}}}
-
-
 class Owner(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -95,37 +89,23 @@ class UsageReport(BaseModel):
         )
 
 
-def _identifier(matched: str) -> str:
-    # REST APIs keep `path` percent-encoded; pathParameters carries the decoded value.
-    return str((router.current_event.path_parameters or {}).get("identifier", unquote(matched)))
-
-
-def _actor() -> Actor:
-    identity = router.current_event.request_context.identity.raw_event or {}
-    return Actor("api", identity.get("userArn") or identity.get("caller") or None)
-
-
-def _json(status: int, body: Any) -> Response[str]:
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps(body))
-
-
 @router.put("/v1/usage/<identifier>", summary="Report usage (delivered to Stripe Meters asynchronously)",
-            tags=["usage"], responses={200: _documented(MeterEvent, "Replay of the same request: the existing event"),
-                                       202: _documented(MeterEvent, "Accepted: pending delivery to Stripe"),
+            tags=["usage"], responses={200: documented(MeterEvent, "Replay of the same request: the existing event"),
+                                       202: documented(MeterEvent, "Accepted: pending delivery to Stripe"),
                                        **error_responses(400, 404, 409, 422)})
 def put_usage(identifier: str, body: UsageReport) -> Response[str]:
-    row, created = metering.accept(_identifier(identifier), body.usage(), _actor())
-    return _json(202 if created else 200, row)
+    row, created = metering.accept(http.path_param(router, "identifier", identifier), body.usage(), http.actor(router))
+    return http.json_response(202 if created else 200, row)
 
 
 @router.get("/v1/usage/<identifier>", summary="A usage event", tags=["usage"],
-            responses={200: _documented(MeterEvent, "The usage event"), **error_responses(404, 422)})
+            responses={200: documented(MeterEvent, "The usage event"), **error_responses(404, 422)})
 def get_usage(identifier: str) -> Response[str]:
-    return _json(200, metering.get(_identifier(identifier)))
+    return http.json_response(200, metering.get(http.path_param(router, "identifier", identifier)))
 
 
 @router.get("/v1/usage", summary="List usage events by status (failed: the dead-letter view) or customer",
-            tags=["usage"], responses={200: _documented(MeterEventList, "A page, newest first"),
+            tags=["usage"], responses={200: documented(MeterEventList, "A page, newest first"),
                                        **error_responses(422)})
 def list_usage(
     status: Annotated[Literal["pending", "reported", "failed"] | None, Query()] = None,
@@ -134,10 +114,11 @@ def list_usage(
     cursor: Annotated[str | None, Query(max_length=4096)] = None,
 ) -> Response[str]:
     data, next_cursor = metering.list_usage(status=status, customer_id=customer_id, limit=limit, cursor=cursor)
-    return _json(200, {"data": data, "next_cursor": next_cursor})
+    return http.json_response(200, {"data": data, "next_cursor": next_cursor})
 
 
 @router.post("/v1/usage/<identifier>/retry", summary="Send a failed usage event again", tags=["usage"],
-             responses={202: _documented(MeterEvent, "Pending again"), **error_responses(404, 409, 422)})
+             responses={202: documented(MeterEvent, "Pending again"), **error_responses(404, 409, 422)})
 def retry_usage(identifier: str) -> Response[str]:
-    return _json(202, metering.retry(_identifier(identifier), _actor()))
+    identifier = http.path_param(router, "identifier", identifier)
+    return http.json_response(202, metering.retry(identifier, http.actor(router)))

@@ -11,15 +11,14 @@ every route of the deployment.
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
-from urllib.parse import unquote
 
-from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from pydantic import BaseModel, Field
 
+from billing.api import http
 from billing.api.models import documented
 from billing.api.schemas import error_responses
 from billing.webhooks import store
@@ -54,19 +53,10 @@ class WebhookEventList(BaseModel):
     next_cursor: str | None
 
 
-def _param(name: str, matched: str) -> str:
-    # API Gateway's decoded value (REST keeps `path` percent-encoded).
-    return str((router.current_event.path_parameters or {}).get(name, unquote(matched)))
-
-
-def _json(status: int, body: Any) -> Response[str]:
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps(body))
-
-
 @router.get("/v1/webhook-events/<event_id>", summary="A webhook event's processing state", tags=["webhooks"],
             responses={200: documented(WebhookEvent, "The event"), **error_responses(404)})
 def get_webhook_event(event_id: str) -> WebhookEvent:
-    return WebhookEvent.model_validate(store.get(_param("event_id", event_id)))
+    return WebhookEvent.model_validate(store.get(http.path_param(router, "event_id", event_id)))
 
 
 @router.get("/v1/webhook-events", summary="Failed (or deferred) webhook events, newest first", tags=["webhooks"],
@@ -83,7 +73,7 @@ def list_webhook_events(
 @router.post("/v1/webhook-events/<event_id>/replay", summary="Run a stored event again", tags=["webhooks"],
              responses={202: documented(WebhookEvent, "Replay requested"), **error_responses(404)})
 def replay_webhook_event(event_id: str) -> Response[str]:
-    return _json(202, store.replay(_param("event_id", event_id)))
+    return http.json_response(202, store.replay(http.path_param(router, "event_id", event_id)))
 
 
 # -- POST /v1/webhooks/stripe, served by the webhook function ---------------------------
