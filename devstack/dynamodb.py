@@ -144,6 +144,15 @@ class EmbeddedMoto:
         with urlopen(request, timeout=10) as resp:  # noqa: S310 - loopback only
             return dict(json.loads(resp.read()))
 
+    def clear_faults(self) -> dict[str, Any]:
+        """Drop every pending DynamoDB fault (what was injected stays counted)."""
+        import json
+        from urllib.request import Request, urlopen
+
+        request = Request(self.url + "/_devstack/faults", method="DELETE")  # noqa: S310
+        with urlopen(request, timeout=10) as resp:  # noqa: S310 - loopback only
+            return dict(json.loads(resp.read()))
+
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None:

@@ -137,6 +137,13 @@ def build_proxy_event(route: ApiRoute, params: dict[str, str], method: str, raw_
     }
 
 
+class _Server(ThreadingHTTPServer):
+    # The stdlib listens with a backlog of 5: a burst of connections (a
+    # duplicate storm, a client's connection pool opening at once) overflows
+    # it and some are reset. API Gateway takes bursts; so must the gateway.
+    request_queue_size = 128
+
+
 class Gateway:
     def __init__(self, routes: list[ApiRoute], invoke: Callable[[str, dict[str, Any]], Any],
                  host: str = "127.0.0.1", port: int = 3000) -> None:
@@ -157,7 +164,7 @@ class Gateway:
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
 
         # Raises OSError (EADDRINUSE) here, before anything else starts.
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server = _Server((host, port), Handler)
         self.server.daemon_threads = True
         self._thread: threading.Thread | None = None
 

@@ -146,6 +146,7 @@ class FunctionRuntime:
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
         self.invocations = 0
+        self.worker_exits = 0  # invocations whose process died (Runtime.ExitError)
 
     def _executor(self) -> ProcessPoolExecutor:
         with self._lock:
@@ -170,24 +171,31 @@ class FunctionRuntime:
             self._reset()
             raise FunctionError("InitError", f"{self.spec.logical_id} failed to start: {error}")
 
-    def _reset(self) -> None:
+    def _reset(self, broken: ProcessPoolExecutor | None = None) -> None:
+        """Drop the pool; with `broken`, only if it is still the current one
+        (concurrent invocations of a pool whose worker died all land here,
+        and must not discard the fresh pool the first of them made room for)."""
         with self._lock:
+            if broken is not None and self._pool is not broken:
+                return
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
 
     def invoke(self, event: Any) -> Any:
         self.invocations += 1
+        pool = self._executor()
         try:
-            future: Future[tuple[str, Any]] = self._executor().submit(_worker_invoke, event, self.spec.timeout)
+            future: Future[tuple[str, Any]] = pool.submit(_worker_invoke, event, self.spec.timeout)
             status, payload = future.result(timeout=self.spec.timeout + 5)
         except FutureTimeout:
             # A worker stuck past its timeout cannot be reclaimed from a pool:
             # replace the pool, as Lambda replaces a timed-out environment.
-            self._reset()
+            self._reset(pool)
             raise FunctionError("TimeoutError", f"Task timed out after {self.spec.timeout} seconds") from None
         except BrokenProcessPool:
-            self._reset()
+            self.worker_exits += 1
+            self._reset(pool)
             raise FunctionError("Runtime.ExitError", "the function's process exited during the invocation") from None
         if status == "error":
             raise FunctionError(payload["errorType"], payload["errorMessage"], payload["stackTrace"])

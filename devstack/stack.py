@@ -4,6 +4,7 @@ per function, stream pollers, schedules and the HTTP gateway."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -11,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.error import HTTPError
 
 from devstack.cfn import TemplateError
 from devstack.dynamodb import EmbeddedMoto, client, create_tables
@@ -213,9 +215,37 @@ class LocalStack:
         self.gateway.router.add_local("GET", "/_local/functions", self._list_functions)
         self.gateway.router.add_local("GET", "/_local/on-failure", self._on_failure_records)
         self.gateway.router.add_local("POST", "/_local/schedules/{name}/trigger", self._trigger_schedule)
+        self.gateway.router.add_local("POST", "/_local/dynamodb/faults", self._dynamodb_faults)
+        self.gateway.router.add_local("GET", "/_local/dynamodb/faults", self._dynamodb_faults)
+        self.gateway.router.add_local("DELETE", "/_local/dynamodb/faults", self._dynamodb_faults)
 
     def _on_failure_records(self, request: LocalRequest, params: dict[str, str]) -> tuple[int, Any]:
         return 200, {"data": self.on_failure.records()}
+
+    def _dynamodb_faults(self, request: LocalRequest, params: dict[str, str]) -> tuple[int, Any]:
+        """Script DynamoDB faults (POST {"operation", "error", "times", "table"?}), read them
+        (GET) or drop the pending ones (DELETE).
+
+        Only the embedded moto server takes faults; against
+        DYNAMODB_ENDPOINT_URL (DynamoDB Local) there is nothing to script."""
+        if self.moto is None or self.settings.dynamodb_endpoint:
+            return 409, {"error": {"type": "conflict", "message": "DynamoDB faults need the embedded moto server "
+                                   "(DYNAMODB_ENDPOINT_URL is set)", "details": {}}}
+        if request.method == "GET":
+            return 200, self.moto.faults()
+        if request.method == "DELETE":
+            return 200, self.moto.clear_faults()
+        body = request.json()
+        if not isinstance(body, dict) or not isinstance(body.get("operation"), str):
+            raise ValueError('give {"operation": "TransactWriteItems", "error": "ThrottlingException", "times": N}')
+        fault = {"operation": body["operation"], "error": str(body.get("error", "ThrottlingException")),
+                 "times": int(body.get("times", 1))}
+        if body.get("table") is not None:
+            fault["table"] = str(body["table"])
+        try:
+            return 200, self.moto.faults(**fault)
+        except HTTPError as exc:  # the injector refused the fault: say why
+            raise ValueError(json.loads(exc.read() or b"{}").get("error", "invalid fault")) from None
 
     def _trigger_schedule(self, request: LocalRequest, params: dict[str, str]) -> tuple[int, Any]:
         assert self.schedules is not None

@@ -3,6 +3,7 @@ that carries metadata."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from billing.errors import ValidationFailed
@@ -10,6 +11,12 @@ from billing.errors import ValidationFailed
 MAX_KEYS = 50
 MAX_KEY_LENGTH = 40
 MAX_VALUE_LENGTH = 500
+# Control characters: never meaningful in a key, and in a value only as
+# layout (tab, line feed, carriage return). The rest (NUL, ESC, DEL...) only
+# ever arrive by mistake or to corrupt whatever later prints or exports the
+# map, so they are refused rather than stored and sent to Stripe.
+_KEY_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_VALUE_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def _problems(metadata: Any, *, allow_removals: bool) -> dict[str, str]:
@@ -23,6 +30,8 @@ def _problems(metadata: Any, *, allow_removals: bool) -> dict[str, str]:
             problems[key] = f"key is longer than {MAX_KEY_LENGTH} characters"
         elif "[" in key or "]" in key:
             problems[key] = "key must not contain [ or ]"
+        elif _KEY_CONTROL.search(key):
+            problems[key] = "key must not contain control characters"
         elif value is None and allow_removals:
             continue
         elif isinstance(value, dict | list):
@@ -31,6 +40,8 @@ def _problems(metadata: Any, *, allow_removals: bool) -> dict[str, str]:
             problems[key] = "value must be a string"
         elif len(value) > MAX_VALUE_LENGTH:
             problems[key] = f"value is longer than {MAX_VALUE_LENGTH} characters"
+        elif _VALUE_CONTROL.search(value):
+            problems[key] = "value must not contain control characters (other than tab and line breaks)"
     return problems
 
 

@@ -269,22 +269,34 @@ def accept(identifier: str, usage: UsageInput, actor: Actor) -> tuple[dict[str, 
         stripe_status=PENDING, status_key=status_key(PENDING, identifier), attempts=0, sweeps=0,
         pending_since=at, inserted_at=at, updated_at=at, lock_version=1,
     )
-    try:
-        with TransactWrite(connection=connection()) as tw:
-            tw.save(row, condition=MeterEventRow.pk.does_not_exist(), return_values="ALL_OLD")
-            ledger.append(tw, type_="usage.accepted", subject_type="customer", subject_id=customer.id, actor=actor,
-                          data={"identifier": identifier, "event_name": usage.event_name, "value": usage.value,
-                                "occurred_at": occurred_at}, idempotency_key=identifier)
-    except TransactWriteError as exc:
-        reasons = exc.cancellation_reasons or []
-        first = reasons[0] if reasons else None
-        if first is None or first.code != "ConditionalCheckFailed":
-            raise
-        existing = MeterEventRow.from_raw_data(first.raw_item) if first.raw_item else load(identifier)
-        if existing.request_digest != digest:
-            raise Conflict(f"identifier {identifier} was already used for a different usage event",
-                           {"identifier": identifier}, type_="identifier_conflict") from None
-        return to_api(existing), False
+    for attempt in range(CONFLICT_RETRIES):
+        try:
+            with TransactWrite(connection=connection()) as tw:
+                tw.save(row, condition=MeterEventRow.pk.does_not_exist(), return_values="ALL_OLD")
+                ledger.append(tw, type_="usage.accepted", subject_type="customer", subject_id=customer.id,
+                              actor=actor, data={"identifier": identifier, "event_name": usage.event_name,
+                                                 "value": usage.value, "occurred_at": occurred_at},
+                              idempotency_key=identifier)
+        except TransactWriteError as exc:
+            reasons = exc.cancellation_reasons or []
+            first = reasons[0] if reasons else None
+            if first is not None and first.code == "TransactionConflict":
+                # Another request for this identifier is mid-transaction (a
+                # duplicate storm, on DynamoDB): nothing was written. Once it
+                # commits, trying again finds its row and answers as a replay.
+                customers.backoff(attempt)
+                continue
+            if first is None or first.code != "ConditionalCheckFailed":
+                raise
+            existing = MeterEventRow.from_raw_data(first.raw_item) if first.raw_item else load(identifier)
+            if existing.request_digest != digest:
+                raise Conflict(f"identifier {identifier} was already used for a different usage event",
+                               {"identifier": identifier}, type_="identifier_conflict") from None
+            return to_api(existing), False
+        break
+    else:
+        raise Conflict(f"usage {identifier} is being written concurrently; send it again",
+                       {"identifier": identifier})
     metrics.add_metric(name="UsageAccepted", unit=MetricUnit.Count, value=1)
     logger.info("usage accepted", extra={"identifier": identifier, "customer_id": customer.id,
                                          "event_name": usage.event_name})

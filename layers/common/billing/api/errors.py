@@ -16,7 +16,13 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 from botocore.exceptions import ClientError
 from pynamodb.exceptions import PynamoDBException
 
-from billing.errors import ConfigurationError, DomainError, Unavailable, retryable_dynamodb_code
+from billing.errors import (
+    ConfigurationError,
+    DomainError,
+    Unavailable,
+    retryable_dynamodb_code,
+    transaction_conflict,
+)
 from billing.observability import logger
 
 
@@ -90,6 +96,10 @@ def register(app: APIGatewayRestResolver) -> None:
         # every write is conditional (identifiers, guards, lock_version), so
         # the same request sent again cannot apply twice: say so with a 503
         # and Retry-After instead of an internal error.
+        if transaction_conflict(exc):
+            # A concurrent request held the same items and the domain code
+            # did not retry it: nothing was written, the caller may resend.
+            return error_response(409, "conflict", "a concurrent request changed the same data; send it again")
         code = retryable_dynamodb_code(exc)
         if code is None:
             return _internal(exc)

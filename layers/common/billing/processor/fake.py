@@ -58,6 +58,16 @@ FAULT_ALIASES: Final[dict[str, frozenset[str]]] = {
 # with code="timeout", the request timed out.
 NETWORK_FAULT: Final = 0
 
+
+class ProcessCrash(BaseException):
+    """A scripted crash (add_fault(..., crash=True)): the call took effect and
+    its caller's process must die now, before it can record the result.
+
+    A BaseException, so no `except Exception` in the billing code can swallow
+    it when the Fake runs in the caller's own process. Through the local
+    stack's RPC (rpc.py) it becomes an answer that makes the calling worker
+    process exit (remote.py)."""
+
 # Stripe's windows for a meter event's timestamp.
 METER_PAST_WINDOW_SECONDS: Final = 35 * 24 * 3600
 METER_FUTURE_WINDOW_SECONDS: Final = 5 * 60
@@ -203,6 +213,7 @@ class _Fault:
     message: str | None
     remaining: int
     after: bool
+    crash: bool = False
 
 
 def _shape(name: str) -> JSONDict:
@@ -258,6 +269,7 @@ class FakeProcessor:
         message: str | None = None,
         *,
         after: bool = False,
+        crash: bool = False,
     ) -> None:
         """Make the next `times` calls of `operation` fail (FIFO per operation).
 
@@ -265,7 +277,9 @@ class FakeProcessor:
         is a connection failure, or a timeout with code="timeout". With
         `after=True` the call takes effect first and only its response is lost
         (the case idempotency keys exist for): a retry with the same key gets
-        the original result.
+        the original result. With `crash=True` the call takes effect and then
+        the caller dies (ProcessCrash; `status` is not used): the crash
+        between the Stripe call and the DynamoDB write.
         """
         if operation not in PROCESSOR_METHODS and operation not in FAULT_ALIASES:
             raise ValueError(f"add_fault: unknown operation {operation!r}")
@@ -274,7 +288,8 @@ class FakeProcessor:
         if status != NETWORK_FAULT and not 400 <= status <= 599:
             raise ValueError("add_fault: status must be 0 (network) or an HTTP error status")
         with self._lock:
-            self._faults.setdefault(operation, deque()).append(_Fault(status, code, message, times, after))
+            self._faults.setdefault(operation, deque()).append(
+                _Fault(status, code, message, times, after or crash, crash))
 
     def put_object(self, obj: JSONDict) -> None:
         """Seed or overwrite an object (e.g. a subscription or invoice fixture)
@@ -867,6 +882,9 @@ class FakeProcessor:
                 if fault is not None and not fault.after:
                     raise self._fault_failure(fault)
                 result = self._idempotent(operation, args, idempotency_key, execute)
+                if fault is not None and fault.crash:
+                    entry["error"] = {"crash": True}
+                    raise ProcessCrash(operation)
                 if fault is not None:
                     raise self._fault_failure(fault)
             except ProcessorFailure as failure:

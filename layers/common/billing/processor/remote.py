@@ -6,11 +6,21 @@ standard library is used: the layer gains no dependency for a dev-only path.
 A ProcessorFailure raised by the Fake is raised again here with the same
 fields, so callers cannot tell the hop is there; not reaching the Fake at all
 is a transient network failure, as not reaching Stripe would be.
+
+A scripted crash (FakeProcessor.add_fault(..., crash=True)) arrives as
+`{"crash": true}` and ends this process at once with CRASH_EXIT_CODE: the
+local stack turns the dead worker into a function error and the event
+source retries, which is how a real crash between the Stripe call and the
+DynamoDB write plays out on Lambda. This can only happen in the local stack:
+deployed functions run with PROCESSOR=stripe and never build this class,
+and the exit also requires BILLING_LOCAL_STACK=1, which only the local
+stack's runtime sets (elsewhere the answer is a lost response).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 from typing import Any, cast
@@ -20,6 +30,18 @@ from billing.processor.base import JSONDict, check_object_type
 from billing.processor.errors import API_ERROR, INVALID_REQUEST, NETWORK, TIMEOUT, ProcessorFailure
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
+# The exit status of a worker killed by a scripted crash (EX_SOFTWARE).
+CRASH_EXIT_CODE = 70
+LOCAL_STACK_ENV = "BILLING_LOCAL_STACK"
+
+
+def _crash() -> None:
+    """Die now, as a process killed mid-invocation does: no cleanup, no
+    flush, no exception for any handler to catch."""
+    if os.environ.get(LOCAL_STACK_ENV) != "1":
+        # Not the local stack's worker: never exit a process we do not own.
+        raise ProcessorFailure("the fake processor's answer was lost", error_type=NETWORK)
+    os._exit(CRASH_EXIT_CODE)
 
 
 class RemoteFakeProcessor:
@@ -55,6 +77,8 @@ class RemoteFakeProcessor:
             answer = None
         if not isinstance(answer, dict):
             raise ProcessorFailure(f"fake processor answered HTTP {status} without JSON", status=status)
+        if status == 200 and answer.get("crash") is True:
+            _crash()
         if "result" in answer and status == 200:
             return answer["result"]
         error = answer.get("error")

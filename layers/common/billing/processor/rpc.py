@@ -10,6 +10,8 @@ Wire format, one POST per call:
     request  {"method": "create_customer", "args": [...], "kwargs": {...}}
     response 200 {"result": ...}          the call returned (None for send_meter_events)
              200 {"error": {...}}         the call raised ProcessorFailure (its fields)
+             200 {"crash": true}          the call took effect and a scripted crash
+                                          follows: the caller's process must exit
              400 {"error": {"type": "rpc_error", ...}}   not a valid call
              500 {"error": {"type": "api_error", ...}}   the Fake itself crashed
 A processor failure is a normal outcome of the call, hence 200: only a
@@ -28,7 +30,7 @@ from typing import Any
 
 from billing.processor.base import PROCESSOR_METHODS, JSONDict
 from billing.processor.errors import ProcessorFailure
-from billing.processor.fake import FakeProcessor
+from billing.processor.fake import FakeProcessor, ProcessCrash
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,11 @@ def dispatch(fake: FakeProcessor, request: object) -> tuple[int, JSONDict]:
         result = function(*args, **kwargs)
     except ProcessorFailure as failure:
         return HTTPStatus.OK, {"error": failure.to_dict()}
+    except ProcessCrash:
+        # The Fake runs in the stack's process, which must not die: the
+        # caller's process does (RemoteFakeProcessor), like a Lambda worker
+        # killed between the Stripe call and the DynamoDB write.
+        return HTTPStatus.OK, {"crash": True}
     except ValueError as exc:  # e.g. retrieve_object with an unsupported type
         return _rpc_error(f"{method}: {exc}")
     except Exception as exc:

@@ -31,7 +31,15 @@ from botocore.exceptions import ClientError
 
 from billing import clock
 from billing.config import require
-from billing.errors import BadRequest, ConfigurationError, DomainError, InvalidSignature, PayloadTooLarge
+from billing.errors import (
+    BadRequest,
+    ConfigurationError,
+    DomainError,
+    InvalidSignature,
+    PayloadTooLarge,
+    Unavailable,
+    retryable_dynamodb_code,
+)
 from billing.observability import logger, metrics
 from billing.webhooks import signature
 
@@ -77,6 +85,9 @@ def handle(event: dict[str, Any]) -> dict[str, Any]:
         verify(raw, header(event, "Stripe-Signature"))
         delivery = parse(raw)
         duplicate = not store(delivery)
+    except Unavailable as exc:
+        # Stripe retries any non-2xx; Retry-After tells other senders when.
+        return response(exc.status, exc.to_body(), {"Retry-After": str(exc.retry_after_seconds)})
     except DomainError as exc:
         return response(exc.status, exc.to_body())
     except ConfigurationError as exc:
@@ -89,9 +100,9 @@ def handle(event: dict[str, Any]) -> dict[str, Any]:
     return response(200, {"received": True, "duplicate": duplicate})
 
 
-def response(status: int, body: dict[str, Any]) -> dict[str, Any]:
-    return {"statusCode": status, "headers": {"Content-Type": "application/json"}, "body": json.dumps(body),
-            "isBase64Encoded": False}
+def response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"statusCode": status, "headers": {"Content-Type": "application/json", **(headers or {})},
+            "body": json.dumps(body), "isBase64Encoded": False}
 
 
 def header(event: dict[str, Any], name: str) -> str | None:
@@ -256,5 +267,11 @@ def store(delivery: Delivery) -> bool:
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
             return False
-        raise
+        code = retryable_dynamodb_code(exc)
+        if code is None:
+            raise
+        # Throttled past botocore's retries: nothing was stored, so the
+        # delivery is answered 503 and Stripe sends it again later.
+        logger.warning("webhook not stored: DynamoDB unavailable", extra={"event_id": delivery.id, "code": code})
+        raise Unavailable("the event could not be stored now; deliver it again shortly") from None
     return True
