@@ -123,23 +123,33 @@ class GuardRow(Model):
     generation = NumberAttribute(default=0)
 
 
-class _ProjectionAttributes(Model):
-    """What every thin projection of a processor object carries."""
+class _Projection(Model):
+    """What every thin projection of one processor object carries: its id,
+    the object, the webhook watermark, timestamps and the lock version."""
 
     class Meta(_Meta):
         table_name = "abstract"
 
-    pk = UnicodeAttribute(hash_key=True)  # the processor's id (pm_..., sub_..., in_..., ch_...)
-    customer_id = UnicodeAttribute(null=True)
-    processor_customer_id = UnicodeAttribute(null=True)
-    sort_key = UnicodeAttribute(null=True)
-    status = UnicodeAttribute(null=True)
+    pk = UnicodeAttribute(hash_key=True)  # the processor's id (pm_..., sub_..., in_..., promo_...)
     data = JSONAttribute(default=dict)
     last_stripe_event_ts = NumberAttribute(null=True)
     last_stripe_event_id = UnicodeAttribute(null=True)
     inserted_at = UnicodeAttribute()
     updated_at = UnicodeAttribute()
     lock_version = VersionAttribute()
+
+
+class _ProjectionAttributes(_Projection):
+    """A projection that hangs off a customer (payment methods, subscriptions,
+    invoices, charges)."""
+
+    class Meta(_Meta):
+        table_name = "abstract"
+
+    customer_id = UnicodeAttribute(null=True)
+    processor_customer_id = UnicodeAttribute(null=True)
+    sort_key = UnicodeAttribute(null=True)
+    status = UnicodeAttribute(null=True)
 
 
 class PaymentMethodRow(_ProjectionAttributes):
@@ -302,21 +312,14 @@ class WebhookEventRow(Model):
     expires_at = NumberAttribute(null=True)  # TTL (unix seconds) on finished rows
 
 
-class _Watermarked(Model):
-    """A thin projection of one processor object outside the customer graph."""
+class _Watermarked(_Projection):
+    """A projection outside the customer graph (coupons, promotion codes)."""
 
     class Meta(_Meta):
         table_name = "abstract"
 
-    pk = UnicodeAttribute(hash_key=True)  # the processor's id
     processor_id = UnicodeAttribute(null=True)
     metadata = JSONAttribute(default=dict)
-    data = JSONAttribute(default=dict)
-    last_stripe_event_ts = NumberAttribute(null=True)
-    last_stripe_event_id = UnicodeAttribute(null=True)
-    inserted_at = UnicodeAttribute()
-    updated_at = UnicodeAttribute()
-    lock_version = VersionAttribute()
     # The user path's processor idempotency key, once a create request has
     # recorded the object (billing.coupons, billing.promotions); a row only a
     # webhook recorded has none, and the user path merges into it.
