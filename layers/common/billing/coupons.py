@@ -26,6 +26,7 @@ from billing import clock, customers, ledger, metadata
 from billing.errors import Conflict, NotFound, ValidationFailed
 from billing.ledger import Actor
 from billing.observability import logger
+from billing.pii import scrub
 from billing.processing import processor_name, raise_for_processor
 from billing.processor import get_processor
 from billing.processor.errors import ProcessorFailure
@@ -174,8 +175,6 @@ def create(req: NewCoupon, actor: Actor) -> dict[str, Any]:
 
 
 def _record(obj: dict[str, Any], key: str, actor: Actor) -> CouponRow:
-    from billing.webhooks.objects import scrub
-
     coupon_id = str(obj["id"])
     for attempt in range(customers.CONFLICT_RETRIES):
         existing = find(coupon_id)

@@ -21,13 +21,12 @@ from billing import clock, ids, ledger, metadata
 from billing.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
 from billing.ledger import Actor
 from billing.observability import logger
+from billing.pii import scrub
 from billing.processing import processor_name, raise_for_processor
 from billing.processor import get_processor
 from billing.processor.errors import ProcessorFailure
 from billing.tables import ChargeRow, CustomerRow, GuardRow, InvoiceRow, PaymentMethodRow, SubscriptionRow, connection
 
-# Keys the processor object may carry that are personal data: never stored.
-PII_KEYS = ("address", "phone", "shipping")
 RESERVED_METADATA = ("owner_type", "owner_id")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_OWNER_LENGTH = 255
@@ -87,8 +86,6 @@ def create_idempotency_key(processor: str, owner_type: str, owner_id: str, gener
     return f"customer-create-{digest[:48]}"
 
 
-def scrub(obj: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in obj.items() if k not in PII_KEYS}
 
 
 # -- serialisation ------------------------------------------------------------------

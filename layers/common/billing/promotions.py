@@ -42,6 +42,7 @@ from billing import clock, coupons, customers, ledger, metadata
 from billing.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
 from billing.ledger import Actor
 from billing.observability import logger
+from billing.pii import scrub
 from billing.processing import processor_name, raise_for_processor
 from billing.processor import get_processor
 from billing.processor.errors import ProcessorFailure
@@ -212,13 +213,6 @@ def _columns(obj: dict[str, Any], row: PromotionCodeRow) -> dict[str, Any]:
     return _promotion_code(obj, "promotion_code.created", row)
 
 
-def _scrub(obj: dict[str, Any]) -> dict[str, Any]:
-    from billing.webhooks.objects import scrub
-
-    cleaned: dict[str, Any] = scrub(obj)
-    return cleaned
-
-
 def _duplicate_code(code: str, holder: str | None) -> Conflict:
     details = {"code": code, "reason": "duplicate_code"}
     if holder is not None:
@@ -299,7 +293,7 @@ def _record(obj: dict[str, Any], key: str, actor: Actor) -> PromotionCodeRow:
         row = PromotionCodeRow(pk=promo_id, inserted_at=now, updated_at=now, create_key=key)
         for name, value in _columns(obj, row).items():
             setattr(row, name, value)
-        row.data = _scrub(obj)
+        row.data = scrub(obj)
         claimed = False
         try:
             # Items go puts first (row, ledger), then updates (the guard):
@@ -344,7 +338,7 @@ def _merge(row: PromotionCodeRow, obj: dict[str, Any], key: str, actor: Actor) -
             setattr(row, name, value)
             filled.append(name)
     if not row.data:
-        row.data = _scrub(obj)
+        row.data = scrub(obj)
     row.create_key = key
     row.updated_at = clock.iso()
     try:
@@ -422,7 +416,7 @@ def _apply_update(promotion_code_id: str, obj: dict[str, Any], changed: list[str
         previous_code_key = row.code_key
         for name, value in _columns(obj, row).items():
             setattr(row, name, value)
-        row.data = _scrub(obj)
+        row.data = scrub(obj)
         row.updated_at = clock.iso()
         claimed = False
         try:

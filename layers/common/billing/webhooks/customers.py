@@ -24,6 +24,7 @@ from pynamodb.exceptions import TransactWriteError
 
 from billing import clock, customers, ledger
 from billing.errors import Conflict
+from billing.pii import scrub
 from billing.tables import CustomerRow
 from billing.webhooks import store
 from billing.webhooks.reconcile import Context, Deferred, order
@@ -74,7 +75,7 @@ def _update(ctx: Context, row: CustomerRow, obj: dict[str, Any]) -> bool:
     deleting = ctx.type == "customer.deleted" or obj.get("deleted") is True
     changed: list[str] = []
     if not obj.get("deleted"):  # a deleted customer re-fetched is a stub: keep the last state
-        clean = customers.scrub(obj)
+        clean = scrub(obj)
         changed += [f"data.{k}" for k in _changed(row.data or {}, clean)]
         row.data = clean
         default = default_payment_method(obj)

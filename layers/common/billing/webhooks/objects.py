@@ -23,6 +23,7 @@ from pynamodb.transactions import TransactWrite
 
 from billing import clock, customers, ledger
 from billing.errors import Conflict, NotFound
+from billing.pii import scrub
 from billing.tables import (
     ChargeRow,
     CouponRow,
@@ -36,21 +37,6 @@ from billing.webhooks.customers import reference
 from billing.webhooks.reconcile import Context, Deferred, Handler, order
 
 Row = PaymentMethodRow | SubscriptionRow | InvoiceRow | ChargeRow | CouponRow | PromotionCodeRow
-
-# Personal data and card fingerprints: dropped wherever they appear in an
-# object before it is stored (billing details, addresses, phones, shipping,
-# a legacy source's owner).
-PII_KEYS = frozenset({"address", "phone", "shipping", "billing_details", "fingerprint", "customer_address",
-                      "customer_phone", "customer_shipping", "shipping_details", "owner"})
-
-
-def scrub(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: scrub(v) for k, v in value.items() if k not in PII_KEYS}
-    if isinstance(value, list):
-        return [scrub(v) for v in value]
-    return value
-
 
 # -- typed reads of an object that skipped every check -------------------------------------
 
