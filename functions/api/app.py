@@ -6,9 +6,9 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billing.api.app import app
-from billing.config import require_env
-from billing.observability import logger, metrics, tracer
-from billing.tables import (
+from billing.core.observability import logger, metrics, tracer
+from billing.core.settings import require_env
+from billing.data.tables import (
     CHARGES_TABLE,
     COUPONS_TABLE,
     CUSTOMERS_TABLE,

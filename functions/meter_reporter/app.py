@@ -6,10 +6,10 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from billing.config import require_env
-from billing.meter_delivery import handle_stream
-from billing.observability import logger, metrics, tracer
-from billing.tables import METER_EVENTS_TABLE
+from billing.core.observability import logger, metrics, tracer
+from billing.core.settings import require_env
+from billing.data.tables import METER_EVENTS_TABLE
+from billing.metering.delivery import handle_stream
 
 require_env(METER_EVENTS_TABLE)
 

@@ -5,10 +5,10 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from billing.config import require_env
-from billing.metering import sweep_from_env
-from billing.observability import logger, metrics, tracer
-from billing.tables import METER_EVENTS_TABLE
+from billing.core.observability import logger, metrics, tracer
+from billing.core.settings import require_env
+from billing.data.tables import METER_EVENTS_TABLE
+from billing.metering.usage import sweep_from_env
 
 require_env(METER_EVENTS_TABLE)
 

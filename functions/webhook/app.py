@@ -9,8 +9,8 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from billing.config import require_env
-from billing.observability import logger, metrics, tracer
+from billing.core.observability import logger, metrics, tracer
+from billing.core.settings import require_env
 from billing.webhooks import ingest
 
 # A deployment missing its table or secrets parameter fails its cold start.

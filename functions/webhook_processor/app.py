@@ -9,9 +9,9 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from billing.config import require_env
-from billing.observability import logger, metrics, tracer
-from billing.tables import (
+from billing.core.observability import logger, metrics, tracer
+from billing.core.settings import require_env
+from billing.data.tables import (
     CHARGES_TABLE,
     COUPONS_TABLE,
     CUSTOMERS_TABLE,
@@ -27,7 +27,7 @@ from billing.webhooks import processing
 
 require_env(WEBHOOK_EVENTS_TABLE, CUSTOMERS_TABLE, PAYMENT_METHODS_TABLE, SUBSCRIPTIONS_TABLE, INVOICES_TABLE,
             CHARGES_TABLE, COUPONS_TABLE, PROMOTION_CODES_TABLE, EVENTS_TABLE)
-# Meter error events move usage rows (billing.meter_errors).
+# Meter error events move usage rows (billing.metering.meter_errors).
 require_env(METER_EVENTS_TABLE)
 
 

@@ -4,7 +4,7 @@ table).
 
 What happens, by layer:
 - botocore retries a throttled request itself (standard mode, backoff):
-  PynamoDB allows 1 + 3 attempts (billing.tables, PynamoDB's default
+  PynamoDB allows 1 + 3 attempts (billing.data.tables, PynamoDB's default
   max_retry_attempts), the webhook's boto3 client botocore's default for
   DynamoDB, 4; within those the caller sees nothing;
 - past them the API answers 503 `unavailable` with Retry-After (mapped once,

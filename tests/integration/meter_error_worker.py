@@ -1,4 +1,4 @@
-"""Runs billing.meter_errors.handle_meter_error_event in a process of its own
+"""Runs billing.metering.meter_errors.handle_meter_error_event in a process of its own
 with a stack function's environment (tables, the shared Fake), as the webhook
 processor would, and prints how many rows it moved."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import sys
 
-from billing.ledger import Actor
-from billing.meter_errors import handle_meter_error_event
+from billing.data.ledger import Actor
+from billing.metering.meter_errors import handle_meter_error_event
 
 
 def main(event_id: str, event_type: str) -> None:

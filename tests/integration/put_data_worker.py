@@ -8,8 +8,8 @@ import random
 import sys
 import time
 
-from billing import customers
-from billing.ledger import Actor
+from billing.customers import records as customers
+from billing.data.ledger import Actor
 
 
 def main(customer_id: str, times: int) -> None:

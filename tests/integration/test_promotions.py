@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from billing import promotions
+from billing.promotions import codes as promotions
 from devstack.dynamodb import client
 from devstack.stack import LocalStack
 from tests.conftest import FIXTURES, Client

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from billing import config
-from billing.errors import ConfigurationError
+from billing.core import settings as config
+from billing.core.errors import ConfigurationError
 from billing.processor import get_processor, set_processor
 from billing.processor.fake import FakeProcessor
 from billing.processor.remote import RemoteFakeProcessor

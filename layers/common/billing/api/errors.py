@@ -16,14 +16,14 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 from botocore.exceptions import ClientError
 from pynamodb.exceptions import PynamoDBException
 
-from billing.errors import (
+from billing.core.errors import (
     ConfigurationError,
     DomainError,
     Unavailable,
     retryable_dynamodb_code,
     transaction_conflict,
 )
-from billing.observability import logger
+from billing.core.observability import logger
 
 
 def error_response(status: int, type_: str, message: str, details: dict[str, Any] | None = None,

@@ -9,8 +9,8 @@ from urllib.parse import unquote
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
-from billing.errors import ValidationFailed
-from billing.ledger import Actor
+from billing.core.errors import ValidationFailed
+from billing.data.ledger import Actor
 
 
 def path_param(router: APIGatewayRouter, name: str, matched: str) -> str:

@@ -77,7 +77,7 @@ def get_processor() -> Processor:
                     _cached = _process_fake
             return _cached
         if kind != "stripe":
-            from billing.errors import ConfigurationError
+            from billing.core.errors import ConfigurationError
 
             raise ConfigurationError(f"PROCESSOR must be 'stripe' or 'fake', not {kind!r}")
         # Asked every time, answered from Powertools' cache: when the cached
@@ -98,8 +98,8 @@ def get_processor() -> Processor:
 def _stripe_api_key() -> str:
     from aws_lambda_powertools.utilities import parameters
 
-    from billing.config import require
-    from billing.errors import ConfigurationError
+    from billing.core.errors import ConfigurationError
+    from billing.core.settings import require
 
     name = require("STRIPE_API_KEY_PARAM")
     value = parameters.get_parameter(name, decrypt=True, max_age=API_KEY_MAX_AGE_SECONDS)

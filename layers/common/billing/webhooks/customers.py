@@ -7,7 +7,7 @@ through the API (PATCH is a local update): a webhook fills them only when
 it creates the row, for a processor customer this deployment has not
 recorded. That row is owned by the customer's metadata owner_type/owner_id
 when present, else unowned, and claims the same guards as the user path
-(billing.customers.add_created_from_processor).
+(billing.customers.records.add_created_from_processor).
 
 customer.created and customer.updated both create an unknown customer:
 updated carries the whole object, so a lost or late created changes
@@ -22,25 +22,17 @@ from typing import Any
 
 from pynamodb.exceptions import TransactWriteError
 
-from billing import clock, customers, ledger
-from billing.errors import Conflict
-from billing.pii import scrub
-from billing.tables import CustomerRow
+from billing.core import clock
+from billing.core.errors import Conflict
+from billing.core.pii import scrub
+from billing.customers import records as customers
+from billing.data import ledger
+from billing.data.tables import CustomerRow
+from billing.processor.fields import reference, text
 from billing.webhooks import store
-from billing.webhooks.reconcile import Context, Deferred, order
+from billing.webhooks.context import Context, Deferred, order
 
 EVENT_TYPES = ("customer.created", "customer.updated", "customer.deleted")
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def reference(value: Any) -> str | None:
-    """An id from a field that is either the id or the expanded object."""
-    if isinstance(value, dict):
-        value = value.get("id")
-    return _str(value)
 
 
 def attrs_from(obj: dict[str, Any]) -> customers.CustomerAttrs:
@@ -50,8 +42,8 @@ def attrs_from(obj: dict[str, Any]) -> customers.CustomerAttrs:
             if isinstance(k, str) and isinstance(v, str) and k not in customers.RESERVED_METADATA}
     locales = obj.get("preferred_locales")
     locale = locales[0] if isinstance(locales, list) and locales and isinstance(locales[0], str) else None
-    return customers.CustomerAttrs(email=_str(obj.get("email")), name=_str(obj.get("name")),
-                                   currency=_str(obj.get("currency")), tax_exempt=_str(obj.get("tax_exempt")),
+    return customers.CustomerAttrs(email=text(obj.get("email")), name=text(obj.get("name")),
+                                   currency=text(obj.get("currency")), tax_exempt=text(obj.get("tax_exempt")),
                                    preferred_locale=locale, metadata=meta)
 
 

@@ -5,7 +5,7 @@ Exactly one DynamoDB write request per delivery (a conditional PutItem, so a
 redelivery writes nothing) and no processor call: processing happens on the
 table's stream. To keep the cold start short this module imports neither
 the Stripe SDK nor PynamoDB; the row it writes has the attribute names of
-billing.tables.WebhookEventRow.
+billing.data.tables.WebhookEventRow.
 
 Errors are DomainErrors answered in the contract's shape through their own
 `to_body()`: this function has one route, and Powertools' event handler
@@ -29,9 +29,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities import parameters
 from botocore.exceptions import ClientError
 
-from billing import clock
-from billing.config import require
-from billing.errors import (
+from billing.core import clock
+from billing.core.errors import (
     BadRequest,
     ConfigurationError,
     DomainError,
@@ -40,7 +39,8 @@ from billing.errors import (
     Unavailable,
     retryable_dynamodb_code,
 )
-from billing.observability import logger, metrics
+from billing.core.observability import logger, metrics
+from billing.core.settings import require
 from billing.webhooks import signature
 
 MAX_BODY_BYTES = 256 * 1024
@@ -53,7 +53,7 @@ SECRETS_MAX_AGE_SECONDS = 300
 FORCED_REFRESH_INTERVAL_SECONDS = 60
 MAX_ID_LENGTH = 255
 SECRETS_PARAM = "STRIPE_WEBHOOK_SECRETS_PARAM"
-# billing.tables.WEBHOOK_EVENTS_TABLE, spelled out: importing billing.tables
+# billing.data.tables.WEBHOOK_EVENTS_TABLE, spelled out: importing billing.data.tables
 # would load PynamoDB on this path.
 TABLE_ENV = "WEBHOOK_EVENTS_TABLE"
 

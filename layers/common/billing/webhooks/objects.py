@@ -21,10 +21,12 @@ from typing import Any
 from pynamodb.exceptions import DoesNotExist, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
-from billing import clock, customers, ledger
-from billing.errors import Conflict, NotFound
-from billing.pii import scrub
-from billing.tables import (
+from billing.core import clock
+from billing.core.errors import Conflict, NotFound
+from billing.core.pii import scrub
+from billing.customers import records as customers
+from billing.data import ledger
+from billing.data.tables import (
     ChargeRow,
     CouponRow,
     InvoiceRow,
@@ -32,43 +34,18 @@ from billing.tables import (
     PromotionCodeRow,
     SubscriptionRow,
 )
+from billing.processor.fields import integer, mapping, reference, text
+from billing.promotions import codes as promotions
+from billing.promotions import columns as promotion_columns
 from billing.webhooks import store
-from billing.webhooks.customers import reference
-from billing.webhooks.reconcile import Context, Deferred, Handler, order
+from billing.webhooks.context import Context, Deferred, Handler, order
 
 Row = PaymentMethodRow | SubscriptionRow | InvoiceRow | ChargeRow | CouponRow | PromotionCodeRow
-
-# -- typed reads of an object that skipped every check -------------------------------------
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _num(value: Any) -> int | float | None:
-    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _bool(value: Any) -> bool | None:
-    return value if isinstance(value, bool) else None
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _metadata(obj: dict[str, Any]) -> dict[str, str]:
-    return {k: v for k, v in _dict(obj.get("metadata")).items() if isinstance(k, str) and isinstance(v, str)}
-
 
 def _created_sort(obj: dict[str, Any], row: Any) -> str:
     if row.sort_key:
         return str(row.sort_key)
-    created = _int(obj.get("created"))
+    created = integer(obj.get("created"))
     at = clock.iso(datetime.fromtimestamp(created, UTC)) if created is not None else clock.iso()
     return f"{at}#{obj['id']}"
 
@@ -79,13 +56,13 @@ Columns = Callable[[dict[str, Any], str, Any], dict[str, Any]]  # (object, event
 
 
 def _payment_method(obj: dict[str, Any], event_type: str, row: Any) -> dict[str, Any]:
-    card = _dict(obj.get("card"))
+    card = mapping(obj.get("card"))
     attached = reference(obj.get("customer")) is not None
     return {
-        "type": _str(obj.get("type")), "brand": _str(card.get("brand")), "last4": _str(card.get("last4")),
-        "exp_month": _int(card.get("exp_month")), "exp_year": _int(card.get("exp_year")),
+        "type": text(obj.get("type")), "brand": text(card.get("brand")), "last4": text(card.get("last4")),
+        "exp_month": integer(card.get("exp_month")), "exp_year": integer(card.get("exp_year")),
         # Kept for de-duplication on the user path; never returned, never logged.
-        "fingerprint": _str(card.get("fingerprint")),
+        "fingerprint": text(card.get("fingerprint")),
         "status": "attached" if attached else "detached",
         "detached_at": None if attached else (row.detached_at or clock.iso()),
         "sort_key": row.sort_key or f"{clock.iso()}#{obj['id']}",
@@ -93,39 +70,7 @@ def _payment_method(obj: dict[str, Any], event_type: str, row: Any) -> dict[str,
 
 
 def _with_status(obj: dict[str, Any], event_type: str, row: Any) -> dict[str, Any]:
-    return {"status": _str(obj.get("status")), "sort_key": _created_sort(obj, row)}
-
-
-def _coupon(obj: dict[str, Any], event_type: str, row: Any) -> dict[str, Any]:
-    deleted = event_type == "coupon.deleted" or obj.get("deleted") is True
-    return {
-        "processor_id": obj["id"], "name": _str(obj.get("name")), "percent_off": _num(obj.get("percent_off")),
-        "amount_off": _int(obj.get("amount_off")), "currency": _str(obj.get("currency")),
-        "duration": _str(obj.get("duration")), "duration_in_months": _int(obj.get("duration_in_months")),
-        "max_redemptions": _int(obj.get("max_redemptions")), "redeem_by": _int(obj.get("redeem_by")),
-        "times_redeemed": _int(obj.get("times_redeemed")),
-        "valid": False if deleted else _bool(obj.get("valid")),
-        "deleted_at": (row.deleted_at or clock.iso()) if deleted else row.deleted_at,
-        "metadata": _metadata(obj),
-    }
-
-
-def _promotion_code(obj: dict[str, Any], event_type: str, row: Any) -> dict[str, Any]:
-    code = _str(obj.get("code"))
-    promotion = _dict(obj.get("promotion"))
-    # Older API versions name the coupon at the top level, newer ones under `promotion`.
-    coupon = reference(obj.get("coupon")) or reference(promotion.get("coupon"))
-    expires_at = _int(obj.get("expires_at"))
-    times_redeemed = _int(obj.get("times_redeemed")) or 0
-    return {
-        "processor_id": obj["id"], "code": code, "code_key": PromotionCodeRow.code_key_for(code) if code else None,
-        "coupon_id": coupon, "active": _bool(obj.get("active")), "expires_at": expires_at,
-        "expires_sort": PromotionCodeRow.expires_sort_for(expires_at, obj["id"]),
-        "times_redeemed": times_redeemed,
-        "redeemed_sort": PromotionCodeRow.redeemed_sort_for(times_redeemed, obj["id"]),
-        "max_redemptions": _int(obj.get("max_redemptions")),
-        "processor_customer_id": reference(obj.get("customer")), "metadata": _metadata(obj),
-    }
+    return {"status": text(obj.get("status")), "sort_key": _created_sort(obj, row)}
 
 
 @dataclass(frozen=True)
@@ -149,8 +94,8 @@ SPECS = (
         for verb in ("created", "updated", "finalized", "paid", "payment_failed", "voided", "marked_uncollectible"))),
     Spec("charge", ChargeRow, _with_status, linked=True, events=tuple(
         f"charge.{verb}" for verb in ("succeeded", "failed", "refunded", "updated"))),
-    Spec("coupon", CouponRow, _coupon, events=("coupon.created", "coupon.updated", "coupon.deleted")),
-    Spec("promotion_code", PromotionCodeRow, _promotion_code,
+    Spec("coupon", CouponRow, promotion_columns.coupon, events=("coupon.created", "coupon.updated", "coupon.deleted")),
+    Spec("promotion_code", PromotionCodeRow, promotion_columns.promotion_code,
          events=("promotion_code.created", "promotion_code.updated")),
 )
 
@@ -195,12 +140,10 @@ def _clear_default(tw: TransactWrite, row: Any, was_attached: bool) -> bool:
 
 def _guard_code(tw: TransactWrite, row: Any, previous_code_key: str | None) -> None:
     """A promotion code claims its code's guard while active and releases it
-    once not, as the user path does (billing.promotions), so whichever path
+    once not, as the user path does (billing.promotions.codes), so whichever path
     writes first holds it for that processor id. Never fails on a claim
     another code holds: the processor's state is applied regardless."""
     if isinstance(row, PromotionCodeRow):
-        from billing import promotions
-
         promotions.add_code_guard(tw, row, previous_code_key)
 
 

@@ -24,11 +24,11 @@ from pynamodb.exceptions import DoesNotExist, UpdateError
 from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
 
-from billing import clock
-from billing.customers import decode_cursor, encode_cursor
-from billing.errors import NotFound, ValidationFailed
-from billing.observability import logger
-from billing.tables import WebhookEventRow
+from billing.core import clock
+from billing.core.errors import NotFound, ValidationFailed
+from billing.core.observability import logger
+from billing.customers.records import decode_cursor, encode_cursor
+from billing.data.tables import WebhookEventRow
 
 RECEIVED, PROCESSED, IGNORED, STALE, DEFERRED, FAILED = (
     "received", "processed", "ignored", "stale", "deferred", "failed")

@@ -14,9 +14,9 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from billing import metering
-from billing.ledger import Actor
-from billing.observability import logger, metrics
+from billing.core.observability import logger, metrics
+from billing.data.ledger import Actor
+from billing.metering import usage as metering
 from billing.processor import get_processor
 
 METER_ERROR_EVENT_TYPES = frozenset({"v1.billing.meter.error_report_triggered", "v1.billing.meter.no_meter_found"})

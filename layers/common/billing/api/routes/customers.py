@@ -10,7 +10,6 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from billing import customers, payment_methods
 from billing.api import http
 from billing.api.models import (
     Customer,
@@ -21,7 +20,9 @@ from billing.api.models import (
     documented,
 )
 from billing.api.schemas import error_responses
-from billing.currencies import ISO_4217
+from billing.core.currencies import ISO_4217
+from billing.customers import payment_methods
+from billing.customers import records as customers
 
 router = APIGatewayRouter()
 

@@ -22,15 +22,18 @@ from typing import Any
 from pynamodb.exceptions import DoesNotExist, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
-from billing import clock, customers, ledger, metadata
-from billing.errors import Conflict, NotFound, ValidationFailed
-from billing.ledger import Actor
-from billing.observability import logger
-from billing.pii import scrub
-from billing.processing import processor_name, raise_for_processor
+from billing.core import clock, metadata
+from billing.core.errors import Conflict, NotFound, ValidationFailed
+from billing.core.observability import logger
+from billing.core.pii import scrub
+from billing.customers import records as customers
+from billing.data import ledger
+from billing.data.ledger import Actor
+from billing.data.tables import CouponRow, connection
 from billing.processor import get_processor
 from billing.processor.errors import ProcessorFailure
-from billing.tables import CouponRow, connection
+from billing.processor.mapping import processor_name, raise_for_processor
+from billing.promotions import columns
 
 DURATIONS = ("once", "repeating", "forever")
 # Unix seconds up to the end of year 9999: what the API accepts as a time.
@@ -140,10 +143,7 @@ def get(coupon_id: str) -> dict[str, Any]:
 
 
 def _columns(obj: dict[str, Any], row: CouponRow) -> dict[str, Any]:
-    # The webhook path's projection, so both paths fill the same columns.
-    from billing.webhooks.objects import _coupon
-
-    return _coupon(obj, "coupon.created", row)
+    return columns.coupon(obj, "coupon.created", row)
 
 
 def _duplicate(row: CouponRow) -> Conflict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from functools import cache
 
-from billing.errors import ConfigurationError
+from billing.core.errors import ConfigurationError
 
 
 @cache

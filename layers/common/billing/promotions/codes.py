@@ -38,15 +38,18 @@ from typing import Any
 from pynamodb.exceptions import DoesNotExist, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
-from billing import clock, coupons, customers, ledger, metadata
-from billing.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
-from billing.ledger import Actor
-from billing.observability import logger
-from billing.pii import scrub
-from billing.processing import processor_name, raise_for_processor
+from billing.core import clock, metadata
+from billing.core.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
+from billing.core.observability import logger
+from billing.core.pii import scrub
+from billing.customers import records as customers
+from billing.data import ledger
+from billing.data.ledger import Actor
+from billing.data.tables import PromotionCodeGuardRow, PromotionCodeRow, connection
 from billing.processor import get_processor
 from billing.processor.errors import ProcessorFailure
-from billing.tables import PromotionCodeGuardRow, PromotionCodeRow, connection
+from billing.processor.mapping import processor_name, raise_for_processor
+from billing.promotions import columns, coupons
 
 CODE = re.compile(r"^[A-Za-z0-9-]{1,500}$")
 GUARD_PREFIX = "guard#code#"
@@ -207,10 +210,7 @@ def validate(req: NewPromotionCode) -> None:
 
 
 def _columns(obj: dict[str, Any], row: PromotionCodeRow) -> dict[str, Any]:
-    # The webhook path's projection, so both paths fill the same columns.
-    from billing.webhooks.objects import _promotion_code
-
-    return _promotion_code(obj, "promotion_code.created", row)
+    return columns.promotion_code(obj, "promotion_code.created", row)
 
 
 def _duplicate_code(code: str, holder: str | None) -> Conflict:

@@ -41,12 +41,14 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pynamodb.exceptions import TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 
-from billing import clock, config, metering
-from billing.observability import logger, metrics
+from billing.core import clock
+from billing.core import settings as config
+from billing.core.observability import logger, metrics
+from billing.data.tables import MeterEventRow, connection
+from billing.metering import usage as metering
 from billing.processor import get_processor
 from billing.processor.base import MAX_STREAM_EVENTS, unix_seconds
 from billing.processor.errors import SESSION_EXPIRED, ProcessorFailure
-from billing.tables import MeterEventRow, connection
 
 REPORTED: Final = "reported"
 FAILED: Final = "failed"
@@ -80,7 +82,7 @@ class DeliverySettings:
     def from_env(cls) -> DeliverySettings:
         mode = config.optional("METER_API", "v1").lower()
         if mode not in ("v1", "v2"):
-            from billing.errors import ConfigurationError
+            from billing.core.errors import ConfigurationError
 
             raise ConfigurationError(f"METER_API must be v1 or v2, not {mode!r}")
         return cls(

@@ -2,7 +2,7 @@
 
 A PUT writes the row `pending` together with its ledger row in one
 TransactWriteItems, before Stripe is ever called; the table's stream then
-drives delivery (billing.meter_delivery). This module owns the row: its
+drives delivery (billing.metering.delivery). This module owns the row: its
 shape, the request rules, reads and lists, and every transition a caller or
 a schedule makes (retry, meter-error failure, sweep).
 
@@ -35,12 +35,15 @@ from pynamodb.expressions.update import Action
 from pynamodb.indexes import GlobalSecondaryIndex
 from pynamodb.transactions import TransactWrite
 
-from billing import clock, config, customers, ids, ledger
-from billing.errors import Conflict, NotFound, ValidationFailed
-from billing.ledger import Actor
-from billing.observability import logger, metrics
+from billing.core import clock, ids
+from billing.core import settings as config
+from billing.core.errors import Conflict, NotFound, ValidationFailed
+from billing.core.observability import logger, metrics
+from billing.customers import records as customers
+from billing.data import ledger
+from billing.data.ledger import Actor
+from billing.data.tables import MeterEventRow, connection
 from billing.processor.errors import MAX_MESSAGE_LENGTH
-from billing.tables import MeterEventRow, connection
 
 PENDING: Final = "pending"
 REPORTED: Final = "reported"

@@ -9,10 +9,10 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
-from billing import metering
 from billing.api import http
 from billing.api.models import documented
 from billing.api.schemas import error_responses
+from billing.metering import usage as metering
 
 router = APIGatewayRouter()
 

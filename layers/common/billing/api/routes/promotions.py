@@ -9,12 +9,13 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
-from billing import coupons, promotions
 from billing.api import http
 from billing.api.models import documented
 from billing.api.schemas import error_responses
-from billing.currencies import ISO_4217
-from billing.errors import ValidationFailed
+from billing.core.currencies import ISO_4217
+from billing.core.errors import ValidationFailed
+from billing.promotions import codes as promotions
+from billing.promotions import coupons
 
 router = APIGatewayRouter()
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from pynamodb.transactions import TransactWrite
 
-from billing import clock, ids
-from billing.tables import LedgerRow
+from billing.core import clock, ids
+from billing.data.tables import LedgerRow
 
 
 @dataclass(frozen=True)

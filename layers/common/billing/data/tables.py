@@ -2,7 +2,7 @@
 the rows they protect, and the append-only ledger.
 
 Table names come from the environment the template gives each function; a
-function checks the ones it needs at start (billing.config.require_env).
+function checks the ones it needs at start (billing.core.settings.require_env).
 """
 
 from __future__ import annotations
@@ -321,7 +321,7 @@ class _Watermarked(_Projection):
     processor_id = UnicodeAttribute(null=True)
     metadata = JSONAttribute(default=dict)
     # The user path's processor idempotency key, once a create request has
-    # recorded the object (billing.coupons, billing.promotions); a row only a
+    # recorded the object (billing.promotions.coupons, billing.promotions.codes); a row only a
     # webhook recorded has none, and the user path merges into it.
     create_key = UnicodeAttribute(null=True)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import NoReturn
 
-from billing.errors import NotFound, ProcessorError, ValidationFailed
+from billing.core.errors import NotFound, ProcessorError, ValidationFailed
 from billing.processor.errors import ProcessorFailure
 
 

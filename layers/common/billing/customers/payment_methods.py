@@ -9,13 +9,16 @@ from typing import Any
 from pynamodb.exceptions import DoesNotExist, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
-from billing import clock, customers, ledger, projections
-from billing.errors import Conflict, NotFound, ValidationFailed
-from billing.ledger import Actor
-from billing.processing import raise_for_processor
+from billing.core import clock
+from billing.core.errors import Conflict, NotFound, ValidationFailed
+from billing.customers import projections
+from billing.customers import records as customers
+from billing.data import ledger
+from billing.data.ledger import Actor
+from billing.data.tables import CustomerRow, PaymentMethodRow, connection
 from billing.processor import get_processor
 from billing.processor.errors import ProcessorFailure
-from billing.tables import CustomerRow, PaymentMethodRow, connection
+from billing.processor.mapping import raise_for_processor
 
 PM_ID = re.compile(r"^pm_[A-Za-z0-9_]{1,250}$")
 

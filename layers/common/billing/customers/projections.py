@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from billing.tables import ChargeRow, InvoiceRow, PaymentMethodRow, SubscriptionRow
+from billing.data.tables import ChargeRow, InvoiceRow, PaymentMethodRow, SubscriptionRow
 
 ProjectionRow = PaymentMethodRow | SubscriptionRow | InvoiceRow | ChargeRow
 MAX_EMBEDDED = 100

@@ -17,15 +17,24 @@ from typing import Any
 from pynamodb.exceptions import DoesNotExist, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
-from billing import clock, ids, ledger, metadata
-from billing.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
-from billing.ledger import Actor
-from billing.observability import logger
-from billing.pii import scrub
-from billing.processing import processor_name, raise_for_processor
+from billing.core import clock, ids, metadata
+from billing.core.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
+from billing.core.observability import logger
+from billing.core.pii import scrub
+from billing.data import ledger
+from billing.data.ledger import Actor
+from billing.data.tables import (
+    ChargeRow,
+    CustomerRow,
+    GuardRow,
+    InvoiceRow,
+    PaymentMethodRow,
+    SubscriptionRow,
+    connection,
+)
 from billing.processor import get_processor
 from billing.processor.errors import ProcessorFailure
-from billing.tables import ChargeRow, CustomerRow, GuardRow, InvoiceRow, PaymentMethodRow, SubscriptionRow, connection
+from billing.processor.mapping import processor_name, raise_for_processor
 
 RESERVED_METADATA = ("owner_type", "owner_id")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -166,7 +175,7 @@ def parse_includes(raw: str | None) -> list[str]:
 
 
 def get(customer_id: str, includes: list[str]) -> dict[str, Any]:
-    from billing import projections
+    from billing.customers import projections
 
     body = to_api(load(customer_id))
     for name in includes:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from billing.errors import ValidationFailed
+from billing.core.errors import ValidationFailed
 
 MAX_KEYS = 50
 MAX_KEY_LENGTH = 40
