@@ -8,7 +8,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from billing.core.observability import logger, metrics, tracer
 from billing.core.settings import require_env
 from billing.data.tables import METER_EVENTS_TABLE
-from billing.metering.usage import sweep_from_env
+from billing.metering.lifecycle import sweep_from_env
 
 require_env(METER_EVENTS_TABLE)
 

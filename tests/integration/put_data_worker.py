@@ -8,7 +8,7 @@ import random
 import sys
 import time
 
-from billing.customers import records as customers
+from billing.customers import update as customers
 from billing.data.ledger import Actor
 
 

@@ -20,10 +20,9 @@ from billing.core.errors import (
     ConfigurationError,
     DomainError,
     Unavailable,
-    retryable_dynamodb_code,
-    transaction_conflict,
 )
 from billing.core.observability import logger
+from billing.data.cancellation import retryable_dynamodb_code, transaction_conflict
 
 
 def error_response(status: int, type_: str, message: str, details: dict[str, Any] | None = None,

@@ -3,7 +3,7 @@ so the API maps every one of them in a single place (billing.api.resolver)."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar
 
 
 class DomainError(Exception):
@@ -67,51 +67,6 @@ class Unavailable(DomainError):
 
     status, type = 503, "unavailable"
     retry_after_seconds: ClassVar[int] = 1
-
-
-# DynamoDB's answers that mean "not now" rather than "never": throttling
-# (botocore's standard retry mode retries these itself, with backoff, before
-# the code sees them), a transaction still in progress, and its own 5xx.
-RETRYABLE_DYNAMODB_CODES: Final = frozenset({
-    "ThrottlingException", "ProvisionedThroughputExceededException", "RequestLimitExceeded",
-    "TransactionInProgressException", "InternalServerError", "ServiceUnavailable",
-})
-# A TransactWriteItems cancelled because one of its items was throttled.
-RETRYABLE_CANCELLATION_CODES: Final = frozenset({"ThrottlingError", "ProvisionedThroughputExceeded"})
-
-
-def retryable_dynamodb_code(exc: BaseException) -> str | None:
-    """The DynamoDB error code if `exc` is a transient DynamoDB failure, else None.
-
-    Duck-typed over PynamoDB's exceptions (`cause_response_code`,
-    `cancellation_reasons`) and botocore's ClientError (`response`), so the
-    webhook's lean path can ask without importing PynamoDB."""
-    code = getattr(exc, "cause_response_code", None)
-    if code is None:
-        response = getattr(exc, "response", None)
-        error = response.get("Error") if isinstance(response, dict) else None
-        code = error.get("Code") if isinstance(error, dict) else None
-    if not isinstance(code, str):
-        return None
-    if code in RETRYABLE_DYNAMODB_CODES:
-        return code
-    if code == "TransactionCanceledException":
-        # Only when throttling is the sole reason: a failed condition beside
-        # it is the caller's business, not a reason to retry.
-        reasons = [getattr(r, "code", None) for r in (getattr(exc, "cancellation_reasons", None) or []) if r]
-        throttled = [r for r in reasons if r in RETRYABLE_CANCELLATION_CODES]
-        if throttled and all(r in RETRYABLE_CANCELLATION_CODES or r == "None" for r in reasons):
-            return str(throttled[0])
-    return None
-
-
-def transaction_conflict(exc: BaseException) -> bool:
-    """A TransactWriteItems cancelled only because another transaction held
-    one of its items: nothing was written and the same request can be sent again."""
-    if getattr(exc, "cause_response_code", None) != "TransactionCanceledException":
-        return False
-    reasons = [getattr(r, "code", None) for r in (getattr(exc, "cancellation_reasons", None) or []) if r]
-    return "TransactionConflict" in reasons and all(r in ("TransactionConflict", "None") for r in reasons)
 
 
 class ConfigurationError(Exception):

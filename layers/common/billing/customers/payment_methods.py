@@ -11,11 +11,13 @@ from pynamodb.transactions import TransactWrite
 
 from billing.core import clock
 from billing.core.errors import Conflict, NotFound, ValidationFailed
+from billing.core.pii import scrub
 from billing.customers import projections
 from billing.customers import records as customers
 from billing.data import ledger
 from billing.data.ledger import Actor
 from billing.data.tables import CustomerRow, PaymentMethodRow, connection
+from billing.data.transactions import retry_on_conflict
 from billing.processor import get_processor
 from billing.processor.errors import ProcessorFailure
 from billing.processor.mapping import raise_for_processor
@@ -36,12 +38,9 @@ def _active(customer_id: str) -> list[PaymentMethodRow]:
 def _row_from(obj: dict[str, Any], customer: CustomerRow) -> PaymentMethodRow:
     at = clock.iso()
     card = obj.get("card") or {}
-    data = {k: v for k, v in obj.items() if k != "billing_details"}
-    if isinstance(data.get("card"), dict):
-        data["card"] = {k: v for k, v in data["card"].items() if k != "fingerprint"}
     return PaymentMethodRow(
         pk=str(obj["id"]), customer_id=customer.pk, processor_customer_id=customer.processor_id,
-        sort_key=f"{at}#{obj['id']}", status="attached", data=data, type=obj.get("type"),
+        sort_key=f"{at}#{obj['id']}", status="attached", data=scrub(obj), type=obj.get("type"),
         brand=card.get("brand"), last4=card.get("last4"), exp_month=card.get("exp_month"),
         exp_year=card.get("exp_year"), fingerprint=card.get("fingerprint"), inserted_at=at, updated_at=at,
     )
@@ -104,29 +103,25 @@ def detach(customer_id: str, payment_method_id: str, actor: Actor) -> dict[str, 
     except ProcessorFailure as failure:
         if failure.code != "resource_missing":
             raise_for_processor(failure)
-    for attempt in range(customers.CONFLICT_RETRIES):
+
+    def record() -> dict[str, Any]:
         pm = _load(customer_id, payment_method_id)
         customer = customers.load(customer_id)
         pm.detached_at = pm.updated_at = clock.iso()
         pm.status = "detached"
-        try:
-            with TransactWrite(connection=connection()) as tw:
-                tw.save(pm)
-                cleared = customer.default_payment_method_id == pm.pk
-                if cleared:
-                    # ON DELETE SET NULL: the default cannot outlive its payment method.
-                    customer.default_payment_method_id = None
-                    customer.updated_at = pm.updated_at
-                    tw.save(customer)
-                ledger.append(tw, type_="payment_method.detached", subject_type="customer", subject_id=customer_id,
-                              actor=actor, data={"payment_method_id": pm.pk, "default_cleared": cleared})
-        except TransactWriteError as exc:
-            if not customers.lost_race(exc):
-                raise
-            customers.backoff(attempt)
-            continue
+        with TransactWrite(connection=connection()) as tw:
+            tw.save(pm)
+            cleared = customer.default_payment_method_id == pm.pk
+            if cleared:
+                # ON DELETE SET NULL: the default cannot outlive its payment method.
+                customer.default_payment_method_id = None
+                customer.updated_at = pm.updated_at
+                tw.save(customer)
+            ledger.append(tw, type_="payment_method.detached", subject_type="customer", subject_id=customer_id,
+                          actor=actor, data={"payment_method_id": pm.pk, "default_cleared": cleared})
         return projections.to_api(pm)
-    raise Conflict("the customer is changing too fast; retry")
+
+    return retry_on_conflict(record, subject="the customer")
 
 
 def set_default(customer_id: str, payment_method_id: Any, actor: Actor) -> dict[str, Any]:
@@ -147,7 +142,8 @@ def set_default(customer_id: str, payment_method_id: Any, actor: Actor) -> dict[
             fields={"invoice_settings": {"default_payment_method": pm_id}})
     except ProcessorFailure as failure:
         raise_for_processor(failure)
-    for attempt in range(customers.CONFLICT_RETRIES):
+
+    def record() -> dict[str, Any]:
         customer = customers.load(customer_id)
         if customer.default_payment_method_id == pm_id:
             return customers.to_api(customer)
@@ -160,15 +156,13 @@ def set_default(customer_id: str, payment_method_id: Any, actor: Actor) -> dict[
                 tw.condition_check(PaymentMethodRow, pm_id, condition=PaymentMethodRow.detached_at.does_not_exist())
                 ledger.append(tw, type_="customer.default_payment_method_set", subject_type="customer",
                               subject_id=customer_id, actor=actor, data={"payment_method_id": pm_id})
-        except TransactWriteError as exc:
-            if not customers.lost_race(exc):
-                raise
+        except TransactWriteError:
             if _load(customer_id, pm_id).detached_at:
                 raise Conflict(f"payment method {pm_id} was detached", type_="not_attached") from None
-            customers.backoff(attempt)
-            continue
+            raise
         return customers.to_api(customer)
-    raise Conflict("the customer is changing too fast; retry")
+
+    return retry_on_conflict(record, subject="the customer")
 
 
 def list_for(customer_id: str) -> list[dict[str, Any]]:

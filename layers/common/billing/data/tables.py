@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 from pynamodb.attributes import (
+    Attribute,
     BooleanAttribute,
     JSONAttribute,
     NumberAttribute,
@@ -69,6 +70,19 @@ def _index(name: str, hash_key: str, range_key: str | None = None) -> GlobalSeco
         attrs[range_key] = UnicodeAttribute(range_key=True)
     index: GlobalSecondaryIndex[Any] = type(f"Index_{name}", (GlobalSecondaryIndex,), attrs)()
     return index
+
+
+def key_names(model: type[Model], index: GlobalSecondaryIndex[Any] | None = None) -> frozenset[str]:
+    """The attributes of a LastEvaluatedKey: the table's key, plus the index's."""
+    names = {model._hash_keyname} | ({model._range_keyname} if model._range_keyname else set())
+    if index is not None:
+        names |= {a.attr_name for a in vars(type(index)).values() if isinstance(a, Attribute)}
+    return frozenset(n for n in names if n)
+
+
+def hash_key_name(index: GlobalSecondaryIndex[Any]) -> str:
+    """The partition key attribute an index is queried by."""
+    return str(index._hash_key_attribute().attr_name)  # type: ignore[no-untyped-call]
 
 
 class CustomerRow(Model):

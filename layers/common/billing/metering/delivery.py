@@ -45,7 +45,7 @@ from billing.core import clock
 from billing.core import settings as config
 from billing.core.observability import logger, metrics
 from billing.data.tables import MeterEventRow, connection
-from billing.metering import usage as metering
+from billing.metering import outbox
 from billing.processor import get_processor
 from billing.processor.base import MAX_STREAM_EVENTS, unix_seconds
 from billing.processor.errors import SESSION_EXPIRED, ProcessorFailure
@@ -153,7 +153,7 @@ def _attempt(call: Callable[[], object], settings: DeliverySettings, deadline: f
             return OK
         except ProcessorFailure as exc:
             if not exc.transient:
-                return Outcome(FAILED, metering.safe_error(exc.type, exc.code, exc.message))
+                return Outcome(FAILED, outbox.safe_error(exc.type, exc.code, exc.message))
             failure = exc
         if attempt + 1 >= settings.tries:
             break
@@ -282,14 +282,14 @@ def _send_v2(events: Sequence[Pending], settings: DeliverySettings, deadline: fl
 
 def _actions(event: Pending, outcome: Outcome, at: str) -> list[Any]:
     if outcome.kind == REPORTED:
-        return metering.reported_actions(event.identifier, at)
-    return metering.failed_actions(event.identifier, outcome.error or {}, at, count_attempt=outcome.attempted)
+        return outbox.reported_actions(event.identifier, at)
+    return outbox.failed_actions(event.identifier, outcome.error or {}, at, count_attempt=outcome.attempted)
 
 
 def _update_one(event: Pending, outcome: Outcome, at: str) -> bool:
     try:
         MeterEventRow(pk=event.identifier).update(actions=_actions(event, outcome, at),
-                                                  condition=MeterEventRow.stripe_status == metering.PENDING)
+                                                  condition=MeterEventRow.stripe_status == outbox.PENDING)
     except UpdateError as exc:
         if exc.cause_response_code != "ConditionalCheckFailedException":
             raise
@@ -302,7 +302,7 @@ def _update_one(event: Pending, outcome: Outcome, at: str) -> bool:
 def _record(done: Sequence[tuple[Pending, Outcome]], at: str) -> list[tuple[Pending, Outcome]]:
     """Write outcomes, up to 100 per transaction; return those that applied."""
     applied: list[tuple[Pending, Outcome]] = []
-    for chunk in _chunks(done, metering.MAX_TRANSACTION_ITEMS):
+    for chunk in _chunks(done, outbox.MAX_TRANSACTION_ITEMS):
         if len(chunk) == 1:
             # A lone update needs no transaction (which would cost twice the capacity).
             applied.extend(item for item in chunk if _update_one(*item, at))
@@ -311,7 +311,7 @@ def _record(done: Sequence[tuple[Pending, Outcome]], at: str) -> list[tuple[Pend
             with TransactWrite(connection=connection()) as tw:
                 for event, outcome in chunk:
                     tw.update(MeterEventRow(pk=event.identifier), actions=_actions(event, outcome, at),
-                              condition=MeterEventRow.stripe_status == metering.PENDING)
+                              condition=MeterEventRow.stripe_status == outbox.PENDING)
         except TransactWriteError as exc:
             if exc.cause_response_code != "TransactionCanceledException":
                 raise
@@ -330,7 +330,7 @@ def _still_pending(events: Sequence[Pending]) -> set[str]:
     for chunk in _chunks(keys, 100):
         for row in MeterEventRow.batch_get(chunk, consistent_read=True,
                                            attributes_to_get=["pk", "stripe_status"]):
-            if row.stripe_status == metering.PENDING:
+            if row.stripe_status == outbox.PENDING:
                 found.add(row.pk)
     return found
 
@@ -348,7 +348,7 @@ def deliver(events: Sequence[Pending], *, deadline: float, settings: DeliverySet
     outcomes: dict[str, Outcome] = {e.identifier: Outcome(SKIPPED) for e in events if e.identifier not in pending_now}
     due = [e for e in events if e.identifier in pending_now]
     now = time.time()
-    stale = Outcome(FAILED, metering.safe_error("stale_pending", "identifier_window_passed", STALE_MESSAGE),
+    stale = Outcome(FAILED, outbox.safe_error("stale_pending", "identifier_window_passed", STALE_MESSAGE),
                     attempted=False)
     for event in due:
         if now - datetime.fromisoformat(event.pending_since).timestamp() > settings.max_pending_seconds:

@@ -16,7 +16,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from billing.core.observability import logger, metrics
 from billing.data.ledger import Actor
-from billing.metering import usage as metering
+from billing.metering import lifecycle, outbox
 from billing.processor import get_processor
 
 METER_ERROR_EVENT_TYPES = frozenset({"v1.billing.meter.error_report_triggered", "v1.billing.meter.no_meter_found"})
@@ -57,11 +57,11 @@ def handle_meter_error_event(event_id: str, event_type: str, actor: Actor) -> in
         if identifier in seen:
             continue
         seen.add(identifier)
-        if not metering.IDENTIFIER.match(identifier):
+        if not outbox.IDENTIFIER.match(identifier):
             logger.warning("meter error names an identifier this service never accepts",
                            extra={"event_id": event_id})
             continue
-        if metering.fail_from_meter_error(identifier, code, message, actor):
+        if lifecycle.fail_from_meter_error(identifier, code, message, actor):
             moved += 1
     if moved:
         metrics.add_metric(name="UsageFailed", unit=MetricUnit.Count, value=moved)

@@ -19,21 +19,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pynamodb.exceptions import DoesNotExist, TransactWriteError
-from pynamodb.transactions import TransactWrite
+from pynamodb.exceptions import DoesNotExist
 
-from billing.core import clock, metadata
+from billing.core import metadata
 from billing.core.errors import Conflict, NotFound, ValidationFailed
-from billing.core.observability import logger
-from billing.core.pii import scrub
-from billing.customers import records as customers
-from billing.data import ledger
 from billing.data.ledger import Actor
-from billing.data.tables import CouponRow, connection
+from billing.data.tables import CouponRow
 from billing.processor import get_processor
 from billing.processor.errors import ProcessorFailure
 from billing.processor.mapping import processor_name, raise_for_processor
 from billing.promotions import columns
+from billing.promotions.recording import Recording, record
 
 DURATIONS = ("once", "repeating", "forever")
 # Unix seconds up to the end of year 9999: what the API accepts as a time.
@@ -142,18 +138,13 @@ def get(coupon_id: str) -> dict[str, Any]:
 # -- the user path ---------------------------------------------------------------------
 
 
-def _columns(obj: dict[str, Any], row: CouponRow) -> dict[str, Any]:
-    return columns.coupon(obj, "coupon.created", row)
-
-
 def _duplicate(row: CouponRow) -> Conflict:
     return Conflict(f"coupon {row.pk} was already created by an earlier request",
                     {"coupon_id": row.pk, "reason": "duplicate_processor_id"})
 
 
-def _cancelled_first(exc: TransactWriteError) -> bool:
-    reasons = exc.cancellation_reasons or []
-    return bool(reasons) and reasons[0] is not None and reasons[0].code == "ConditionalCheckFailed"
+RECORDING = Recording(kind="coupon", model=CouponRow, columns=columns.coupon, duplicate=_duplicate,
+                      created_data=lambda row: {"processor_id": row.pk})
 
 
 def create(req: NewCoupon, actor: Actor) -> dict[str, Any]:
@@ -171,62 +162,4 @@ def create(req: NewCoupon, actor: Actor) -> dict[str, Any]:
             raise Conflict("a coupon with this id already exists at the processor",
                            {"coupon_id": req.id, "reason": "duplicate_processor_id"}) from None
         raise_for_processor(failure)
-    return to_api(_record(obj, key, actor))
-
-
-def _record(obj: dict[str, Any], key: str, actor: Actor) -> CouponRow:
-    coupon_id = str(obj["id"])
-    for attempt in range(customers.CONFLICT_RETRIES):
-        existing = find(coupon_id)
-        if existing is not None:
-            if existing.create_key:
-                raise _duplicate(existing)
-            merged = _merge(existing, obj, key, actor)
-            if merged is None:
-                customers.backoff(attempt)
-                continue
-            return merged
-        now = clock.iso()
-        row = CouponRow(pk=coupon_id, inserted_at=now, updated_at=now, create_key=key)
-        for name, value in _columns(obj, row).items():
-            setattr(row, name, value)
-        row.data = scrub(obj)
-        try:
-            with TransactWrite(connection=connection()) as tw:
-                tw.save(row, condition=CouponRow.pk.does_not_exist())
-                ledger.append(tw, type_="coupon.created", subject_type="coupon", subject_id=coupon_id, actor=actor,
-                              data={"processor_id": coupon_id}, idempotency_key=key)
-        except TransactWriteError as exc:
-            if _cancelled_first(exc) or customers.lost_race(exc):
-                # The webhook path recorded it meanwhile: merge on the next pass.
-                customers.backoff(attempt)
-                continue
-            raise
-        logger.info("coupon created", extra={"coupon_id": coupon_id})
-        return row
-    raise Conflict("the coupon is being recorded concurrently; retry")
-
-
-def _merge(row: CouponRow, obj: dict[str, Any], key: str, actor: Actor) -> CouponRow | None:
-    """Adopt the row a coupon.created webhook wrote first: its state is at
-    least as new as this create's answer (it carries a watermark), so only
-    the columns it left empty are filled in. None: lost a race, re-read."""
-    filled = []
-    for name, value in _columns(obj, row).items():
-        if getattr(row, name) is None and value is not None:
-            setattr(row, name, value)
-            filled.append(name)
-    row.create_key = key
-    row.updated_at = clock.iso()
-    try:
-        with TransactWrite(connection=connection()) as tw:
-            tw.save(row)  # conditional on the lock_version read
-            ledger.append(tw, type_="coupon.create_confirmed", subject_type="coupon", subject_id=row.pk, actor=actor,
-                          data={"processor_id": row.pk, "recorded_first_by": "webhook", "filled_fields": filled},
-                          idempotency_key=key)
-    except TransactWriteError as exc:
-        if customers.lost_race(exc):
-            return None
-        raise
-    logger.info("coupon create merged into the webhook's row", extra={"coupon_id": row.pk})
-    return row
+    return to_api(record(RECORDING, obj, key, actor))

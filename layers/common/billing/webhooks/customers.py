@@ -7,7 +7,7 @@ through the API (PATCH is a local update): a webhook fills them only when
 it creates the row, for a processor customer this deployment has not
 recorded. That row is owned by the customer's metadata owner_type/owner_id
 when present, else unowned, and claims the same guards as the user path
-(billing.customers.records.add_created_from_processor).
+(billing.customers.create.add_created_from_processor).
 
 customer.created and customer.updated both create an unknown customer:
 updated carries the whole object, so a lost or late created changes
@@ -20,14 +20,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pynamodb.exceptions import TransactWriteError
-
 from billing.core import clock
-from billing.core.errors import Conflict
 from billing.core.pii import scrub
-from billing.customers import records as customers
+from billing.customers.create import add_created_from_processor, add_owner_release
+from billing.customers.keys import RESERVED_METADATA, CustomerAttrs
+from billing.customers.records import find_by_processor_id
 from billing.data import ledger
 from billing.data.tables import CustomerRow
+from billing.data.transactions import retry_on_conflict
 from billing.processor.fields import reference, text
 from billing.webhooks import store
 from billing.webhooks.context import Context, Deferred, order
@@ -35,14 +35,14 @@ from billing.webhooks.context import Context, Deferred, order
 EVENT_TYPES = ("customer.created", "customer.updated", "customer.deleted")
 
 
-def attrs_from(obj: dict[str, Any]) -> customers.CustomerAttrs:
+def attrs_from(obj: dict[str, Any]) -> CustomerAttrs:
     """The columns of a row created from the processor's object (no checks: canonical)."""
     raw_meta = obj.get("metadata")
     meta = {k: v for k, v in (raw_meta.items() if isinstance(raw_meta, dict) else ())
-            if isinstance(k, str) and isinstance(v, str) and k not in customers.RESERVED_METADATA}
+            if isinstance(k, str) and isinstance(v, str) and k not in RESERVED_METADATA}
     locales = obj.get("preferred_locales")
     locale = locales[0] if isinstance(locales, list) and locales and isinstance(locales[0], str) else None
-    return customers.CustomerAttrs(email=text(obj.get("email")), name=text(obj.get("name")),
+    return CustomerAttrs(email=text(obj.get("email")), name=text(obj.get("name")),
                                    currency=text(obj.get("currency")), tax_exempt=text(obj.get("tax_exempt")),
                                    preferred_locale=locale, metadata=meta)
 
@@ -58,7 +58,7 @@ def _changed(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
 
 def _create(ctx: Context, obj: dict[str, Any]) -> None:
     with ctx.transaction() as tw:
-        customers.add_created_from_processor(tw, obj, attrs_from(obj), ctx.actor, watermark=(ctx.created, ctx.id),
+        add_created_from_processor(tw, obj, attrs_from(obj), ctx.actor, watermark=(ctx.created, ctx.id),
                                              default_payment_method_id=default_payment_method(obj))
 
 
@@ -85,7 +85,7 @@ def _update(ctx: Context, row: CustomerRow, obj: dict[str, Any]) -> bool:
     with ctx.transaction() as tw:
         tw.save(row)  # conditional on the lock_version read
         if release:
-            customers.add_owner_release(tw, row)
+            add_owner_release(tw, row)
         ledger.append(tw, type_=ctx.type, subject_type="customer", subject_id=row.pk, actor=ctx.actor,
                       data={"stripe_event_id": ctx.id, "processor_id": row.processor_id, "changed_fields": changed})
     return True
@@ -94,28 +94,25 @@ def _update(ctx: Context, row: CustomerRow, obj: dict[str, Any]) -> bool:
 def apply(ctx: Context) -> str:
     obj = ctx.object()
     processor_id = str(obj["id"])
-    for attempt in range(customers.CONFLICT_RETRIES):
-        row = customers.find_by_processor_id(processor_id)
-        try:
-            if row is None:
-                if ctx.type == "customer.deleted" or obj.get("deleted"):
-                    raise Deferred("customer", processor_id)
-                _create(ctx, obj)
-            else:
-                position = order(ctx.created, row.last_stripe_event_ts)
-                if position < 0:
-                    return ctx.finish(store.STALE)
-                if position == 0:
-                    if ctx.already_applied(row.last_stripe_event_id):
-                        return ctx.finish(store.PROCESSED)
-                    obj = ctx.refetch("customer", processor_id, fallback=obj)
-                if not _update(ctx, row, obj):
+
+    def attempt() -> str:
+        row = find_by_processor_id(processor_id)
+        if row is None:
+            if ctx.type == "customer.deleted" or obj.get("deleted"):
+                raise Deferred("customer", processor_id)
+            _create(ctx, obj)
+        else:
+            position = order(ctx.created, row.last_stripe_event_ts)
+            if position < 0:
+                return ctx.finish(store.STALE)
+            current = obj
+            if position == 0:
+                if ctx.already_applied(row.last_stripe_event_id):
                     return ctx.finish(store.PROCESSED)
-        except TransactWriteError as exc:
-            if customers.lost_race(exc):
-                customers.backoff(attempt)
-                continue
-            raise
+                current = ctx.refetch("customer", processor_id, fallback=obj)
+            if not _update(ctx, row, current):
+                return ctx.finish(store.PROCESSED)
         store.redrive_waiting(processor_id)
         return store.PROCESSED
-    raise Conflict(f"customer {processor_id} is changing too fast; retry")
+
+    return retry_on_conflict(attempt, subject=f"customer {processor_id}")

@@ -37,10 +37,10 @@ from billing.core.errors import (
     InvalidSignature,
     PayloadTooLarge,
     Unavailable,
-    retryable_dynamodb_code,
 )
 from billing.core.observability import logger, metrics
 from billing.core.settings import require
+from billing.data.cancellation import retryable_dynamodb_code
 from billing.webhooks import signature
 
 MAX_BODY_BYTES = 256 * 1024

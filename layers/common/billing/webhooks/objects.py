@@ -18,13 +18,13 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from pynamodb.exceptions import DoesNotExist, TransactWriteError
+from pynamodb.exceptions import DoesNotExist
 from pynamodb.transactions import TransactWrite
 
 from billing.core import clock
-from billing.core.errors import Conflict, NotFound
+from billing.core.errors import NotFound
 from billing.core.pii import scrub
-from billing.customers import records as customers
+from billing.customers.records import find_by_processor_id, load
 from billing.data import ledger
 from billing.data.tables import (
     ChargeRow,
@@ -34,9 +34,10 @@ from billing.data.tables import (
     PromotionCodeRow,
     SubscriptionRow,
 )
+from billing.data.transactions import retry_on_conflict
 from billing.processor.fields import integer, mapping, reference, text
-from billing.promotions import codes as promotions
 from billing.promotions import columns as promotion_columns
+from billing.promotions.guards import add_code_guard
 from billing.webhooks import store
 from billing.webhooks.context import Context, Deferred, Handler, order
 
@@ -115,7 +116,7 @@ def _link(row: Any, obj: dict[str, Any]) -> None:
     processor_customer = reference(obj.get("customer"))
     if processor_customer is None:
         return  # no customer now: keep the link the row had
-    customer = customers.find_by_processor_id(processor_customer)
+    customer = find_by_processor_id(processor_customer)
     if customer is None:
         raise Deferred("customer", processor_customer)
     row.customer_id = customer.pk
@@ -127,7 +128,7 @@ def _clear_default(tw: TransactWrite, row: Any, was_attached: bool) -> bool:
     if not (isinstance(row, PaymentMethodRow) and was_attached and row.status == "detached" and row.customer_id):
         return False
     try:
-        customer = customers.load(row.customer_id)
+        customer = load(row.customer_id)
     except NotFound:
         return False
     if customer.default_payment_method_id != row.pk:
@@ -144,13 +145,15 @@ def _guard_code(tw: TransactWrite, row: Any, previous_code_key: str | None) -> N
     writes first holds it for that processor id. Never fails on a claim
     another code holds: the processor's state is applied regardless."""
     if isinstance(row, PromotionCodeRow):
-        promotions.add_code_guard(tw, row, previous_code_key)
+        add_code_guard(tw, row, previous_code_key)
 
 
 def apply(ctx: Context, spec: Spec) -> str:
     obj = ctx.object()
     object_id = str(obj["id"])
-    for attempt in range(customers.CONFLICT_RETRIES):
+
+    def attempt() -> str:
+        current = obj
         row: Any = _read(spec.model, object_id)
         if row is not None:
             position = order(ctx.created, row.last_stripe_event_ts)
@@ -159,19 +162,19 @@ def apply(ctx: Context, spec: Spec) -> str:
             if position == 0:
                 if ctx.already_applied(row.last_stripe_event_id):
                     return ctx.finish(store.PROCESSED)
-                obj = ctx.refetch(spec.object_type, object_id, fallback=obj)
+                current = ctx.refetch(spec.object_type, object_id, fallback=obj)
         now = clock.iso()
         if row is None:
             row = spec.model(pk=object_id, inserted_at=now)
         was_attached = getattr(row, "status", None) == "attached"
         previous_code_key = getattr(row, "code_key", None)
         if spec.linked:
-            _link(row, obj)
+            _link(row, current)
         before = dict(row.data or {})
         before_event = row.last_stripe_event_id
-        for name, value in spec.columns(obj, ctx.type, row).items():
+        for name, value in spec.columns(current, ctx.type, row).items():
             setattr(row, name, value)
-        row.data = scrub(obj)
+        row.data = scrub(current)
         row.updated_at = now
         row.last_stripe_event_ts, row.last_stripe_event_id = ctx.created, ctx.id
         changed = sorted(k for k in set(before) | set(row.data) if before.get(k) != row.data.get(k))
@@ -179,22 +182,19 @@ def apply(ctx: Context, spec: Spec) -> str:
             return ctx.finish(store.PROCESSED)  # a replay of what is there: nothing to write
         linked_to = getattr(row, "customer_id", None)
         subject = ("customer", linked_to) if linked_to else (spec.object_type, object_id)
-        try:
-            with ctx.transaction() as tw:
-                tw.save(row)  # a new row: on condition it still does not exist; else on its lock_version
-                cleared = _clear_default(tw, row, was_attached)
-                _guard_code(tw, row, previous_code_key)
-                ledger.append(tw, type_=ctx.type, subject_type=subject[0], subject_id=subject[1], actor=ctx.actor,
-                              data={"stripe_event_id": ctx.id, "object_type": spec.object_type,
-                                    "object_id": object_id, "changed_fields": changed,
-                                    **({"default_cleared": True} if cleared else {})})
-        except TransactWriteError as exc:
-            if customers.lost_race(exc):
-                customers.backoff(attempt)
-                continue
-            raise
+        with ctx.transaction() as tw:
+            tw.save(row)  # a new row: on condition it still does not exist; else on its lock_version
+            cleared = _clear_default(tw, row, was_attached)
+            _guard_code(tw, row, previous_code_key)
+            ledger.append(tw, type_=ctx.type, subject_type=subject[0], subject_id=subject[1], actor=ctx.actor,
+                          data={"stripe_event_id": ctx.id, "object_type": spec.object_type,
+                                "object_id": object_id, "changed_fields": changed,
+                                **({"default_cleared": True} if cleared else {})})
         return store.PROCESSED
-    raise Conflict(f"{spec.object_type} {object_id} is changing too fast; retry")
+
+    return retry_on_conflict(attempt, subject=f"{spec.object_type} {object_id}")
+
+
 
 
 def handlers() -> dict[str, Handler]:

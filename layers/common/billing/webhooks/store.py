@@ -27,8 +27,8 @@ from pynamodb.transactions import TransactWrite
 from billing.core import clock
 from billing.core.errors import NotFound, ValidationFailed
 from billing.core.observability import logger
-from billing.customers.records import decode_cursor, encode_cursor
-from billing.data.tables import WebhookEventRow
+from billing.data import pagination
+from billing.data.tables import WebhookEventRow, key_names
 
 RECEIVED, PROCESSED, IGNORED, STALE, DEFERRED, FAILED = (
     "received", "processed", "ignored", "stale", "deferred", "failed")
@@ -93,10 +93,13 @@ def list_by_status(status: str, *, limit: int, cursor: str | None) -> tuple[list
     """Newest first, from the sparse index (never a scan)."""
     if status not in LISTABLE:
         raise ValidationFailed(f"status must be one of {', '.join(LISTABLE)}", {"status": "not listable"})
+    scope = f"webhook_events:{status}"
+    start = pagination.decode(cursor, scope=scope, key_names=key_names(WebhookEventRow, WebhookEventRow.by_status),
+                              pinned={"status_key": status})
     found = WebhookEventRow.by_status.query(status, limit=limit, page_size=limit, scan_index_forward=False,
-                                            last_evaluated_key=decode_cursor(cursor))
+                                            last_evaluated_key=start)
     rows = list(found)
-    return [to_api(r) for r in rows], encode_cursor(found.last_evaluated_key)
+    return [to_api(r) for r in rows], pagination.encode(found.last_evaluated_key, scope=scope)
 
 
 # -- requests for a run -------------------------------------------------------------------

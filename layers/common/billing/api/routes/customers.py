@@ -21,8 +21,8 @@ from billing.api.models import (
 )
 from billing.api.schemas import error_responses
 from billing.core.currencies import ISO_4217
-from billing.customers import payment_methods
-from billing.customers import records as customers
+from billing.customers import create, payment_methods, records, update
+from billing.customers.keys import CustomerAttrs
 
 router = APIGatewayRouter()
 
@@ -70,8 +70,8 @@ class CustomerFields(BaseModel):
             raise ValueError("must be an IANA time zone like Europe/Berlin")
         return v
 
-    def attrs(self) -> customers.CustomerAttrs:
-        return customers.CustomerAttrs(
+    def attrs(self) -> CustomerAttrs:
+        return CustomerAttrs(
             email=self.email, name=self.name, currency=self.currency, tax_exempt=self.tax_exempt,
             preferred_locale=self.preferred_locale, preferred_timezone=self.preferred_timezone,
             metadata=dict(self.metadata or {}),
@@ -118,14 +118,14 @@ def fetch_or_create(owner_type: str, owner_id: str,
                     body: Annotated[CustomerFields | None, Body()] = None) -> Response[str]:
     attrs = (body or CustomerFields()).attrs()
     owner = (http.path_param(router, "owner_type", owner_type), http.path_param(router, "owner_id", owner_id))
-    customer, created = customers.fetch_or_create(*owner, attrs, http.actor(router))
+    customer, created = create.fetch_or_create(*owner, attrs, http.actor(router))
     return http.versioned(201 if created else 200, customer)
 
 
 @router.post("/v1/customers", summary="Create a customer (always calls the processor)", tags=["customers"],
              responses={201: documented(Customer, "Created"), **CUSTOMER_ERRORS})
 def create_customer(body: CreateCustomer) -> Response[str]:
-    return http.versioned(201, customers.create(body.owner_type, body.owner_id, body.attrs(), http.actor(router)))
+    return http.versioned(201, create.create(body.owner_type, body.owner_id, body.attrs(), http.actor(router)))
 
 
 @router.get("/v1/customers/<customer_id>", summary="A customer", tags=["customers"],
@@ -135,7 +135,7 @@ def get_customer(customer_id: str,
                  = None) -> Response[str]:
     customer_id = http.path_param(router, "customer_id", customer_id)
     customer_id = http.path_param(router, "customer_id", customer_id)
-    body = customers.get(customer_id, customers.parse_includes(include))
+    body = records.get(customer_id, records.parse_includes(include))
     return http.versioned(200, body)
 
 
@@ -153,7 +153,7 @@ def list_customers(
 ) -> Response[str]:
     filters = {k: v for k, v in {"owner_type": owner_type, "owner_id": owner_id, "email": email,
                                  "currency": currency, "processor_id": processor_id}.items() if v is not None}
-    data, next_cursor = customers.list_customers(filters, limit=limit, cursor=cursor,
+    data, next_cursor = records.list_customers(filters, limit=limit, cursor=cursor,
                                                  include_deleted=include_deleted)
     return http.json_response(200, {"data": data, "next_cursor": next_cursor})
 
@@ -166,7 +166,7 @@ def patch_customer(customer_id: str, body: PatchCustomer) -> Response[str]:
     if expected is None:
         expected = body.lock_version
     changes = body.model_dump(exclude_unset=True, exclude={"lock_version"})
-    updated = customers.update(customer_id, changes, expected_version=expected, actor=http.actor(router))
+    updated = update.update(customer_id, changes, expected_version=expected, actor=http.actor(router))
     return http.versioned(200, updated)
 
 
@@ -176,7 +176,7 @@ def patch_customer(customer_id: str, body: PatchCustomer) -> Response[str]:
 def put_tax_location(customer_id: str, body: TaxLocation) -> Response[str]:
     customer_id = http.path_param(router, "customer_id", customer_id)
     address = body.address.model_dump(exclude_none=True)
-    return http.versioned(200, customers.update_tax_location(customer_id, address, http.actor(router)))
+    return http.versioned(200, update.update_tax_location(customer_id, address, http.actor(router)))
 
 
 @router.put("/v1/customers/<customer_id>/default-payment-method", summary="Set the default payment method",
@@ -218,7 +218,7 @@ def detach_payment_method(customer_id: str, payment_method_id: str) -> Response[
                tags=["customers"], responses={200: documented(Customer, "Deleted"), **error_responses(404, 502)})
 def delete_customer(customer_id: str) -> Response[str]:
     customer_id = http.path_param(router, "customer_id", customer_id)
-    return http.versioned(200, customers.delete(customer_id, http.actor(router)))
+    return http.versioned(200, update.delete(customer_id, http.actor(router)))
 
 
 @router.get("/v1/customers/<customer_id>/events", summary="The customer's ledger, newest first",
@@ -227,5 +227,5 @@ def customer_events(customer_id: str,
                     limit: Annotated[int, Query(ge=1, le=100)] = 50,
                     cursor: Annotated[str | None, Query(max_length=2048)] = None) -> Response[str]:
     customer_id = http.path_param(router, "customer_id", customer_id)
-    data, next_cursor = customers.events(customer_id, limit=limit, cursor=cursor)
+    data, next_cursor = records.events(customer_id, limit=limit, cursor=cursor)
     return http.json_response(200, {"data": data, "next_cursor": next_cursor})

@@ -15,7 +15,7 @@ from billing.api.schemas import error_responses
 from billing.core.currencies import ISO_4217
 from billing.core.errors import ValidationFailed
 from billing.promotions import codes as promotions
-from billing.promotions import coupons
+from billing.promotions import coupons, listing
 
 router = APIGatewayRouter()
 
@@ -194,7 +194,7 @@ def list_promotion_codes(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=4096)] = None,
 ) -> Response[str]:
-    data, next_cursor = promotions.list_codes(active=active, code=code, coupon=coupon, sort=sort, order=order,
+    data, next_cursor = listing.list_codes(active=active, code=code, coupon=coupon, sort=sort, order=order,
                                               limit=limit, cursor=cursor)
     return http.json_response(200, {"data": data, "next_cursor": next_cursor})
 
@@ -233,4 +233,4 @@ def check_promotion_code(
     if customer_id is not None and from_body is not None and customer_id != from_body:
         raise ValidationFailed("customer_id differs between the query and the body", {"customer_id": "conflict"})
     code = http.path_param(router, "promotion_code", promotion_code)
-    return http.json_response(200, promotions.check(code, customer_id or from_body))
+    return http.json_response(200, listing.check(code, customer_id or from_body))

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_v
 from billing.api import http
 from billing.api.models import documented
 from billing.api.schemas import error_responses
-from billing.metering import usage as metering
+from billing.metering import intake, lifecycle, outbox, queries
 
 router = APIGatewayRouter()
 
@@ -81,8 +81,8 @@ class UsageReport(BaseModel):
             raise ValueError("give exactly one of customer_id, stripe_customer_id or owner")
         return self
 
-    def usage(self) -> metering.UsageInput:
-        return metering.UsageInput(
+    def usage(self) -> intake.UsageInput:
+        return intake.UsageInput(
             event_name=self.event_name, value=self.value, timestamp=self.timestamp, customer_id=self.customer_id,
             stripe_customer_id=self.stripe_customer_id, owner_type=self.owner.type if self.owner else None,
             owner_id=self.owner.id if self.owner else None, operation_id=self.operation_id,
@@ -94,14 +94,14 @@ class UsageReport(BaseModel):
                                        202: documented(MeterEvent, "Accepted: pending delivery to Stripe"),
                                        **error_responses(400, 404, 409, 422)})
 def put_usage(identifier: str, body: UsageReport) -> Response[str]:
-    row, created = metering.accept(http.path_param(router, "identifier", identifier), body.usage(), http.actor(router))
+    row, created = intake.accept(http.path_param(router, "identifier", identifier), body.usage(), http.actor(router))
     return http.json_response(202 if created else 200, row)
 
 
 @router.get("/v1/usage/<identifier>", summary="A usage event", tags=["usage"],
             responses={200: documented(MeterEvent, "The usage event"), **error_responses(404, 422)})
 def get_usage(identifier: str) -> Response[str]:
-    return http.json_response(200, metering.get(http.path_param(router, "identifier", identifier)))
+    return http.json_response(200, outbox.get(http.path_param(router, "identifier", identifier)))
 
 
 @router.get("/v1/usage", summary="List usage events by status (failed: the dead-letter view) or customer",
@@ -113,7 +113,7 @@ def list_usage(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=4096)] = None,
 ) -> Response[str]:
-    data, next_cursor = metering.list_usage(status=status, customer_id=customer_id, limit=limit, cursor=cursor)
+    data, next_cursor = queries.list_usage(status=status, customer_id=customer_id, limit=limit, cursor=cursor)
     return http.json_response(200, {"data": data, "next_cursor": next_cursor})
 
 
@@ -121,4 +121,4 @@ def list_usage(
              responses={202: documented(MeterEvent, "Pending again"), **error_responses(404, 409, 422)})
 def retry_usage(identifier: str) -> Response[str]:
     identifier = http.path_param(router, "identifier", identifier)
-    return http.json_response(202, metering.retry(identifier, http.actor(router)))
+    return http.json_response(202, lifecycle.retry(identifier, http.actor(router)))

@@ -1,0 +1,190 @@
+"""Changing customers: the user path's update (optimistic locking, If-Match),
+tax location and soft delete, and the webhook path's put_data/patch_data.
+
+Every change goes through _change: read the row, let the change decide
+(nothing to do, a domain error, or the ledger data of what changed), write
+the row on condition of the version read, with its ledger row, in one
+transaction; a lost race re-reads and decides again, so concurrent writers
+(the API and a webhook, say) never lose each other's change."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+from pynamodb.exceptions import TransactWriteError
+from pynamodb.transactions import TransactWrite
+
+from billing.core import clock, metadata
+from billing.core.errors import Conflict, PreconditionFailed, ValidationFailed
+from billing.core.pii import scrub
+from billing.customers.create import add_owner_release
+from billing.customers.keys import RESERVED_METADATA, owner_key
+from billing.customers.records import load, to_api
+from billing.data import ledger
+from billing.data.cancellation import condition_failed
+from billing.data.ledger import Actor
+from billing.data.tables import CustomerRow, connection
+from billing.data.transactions import retry_on_conflict
+from billing.processor import get_processor
+from billing.processor.errors import ProcessorFailure
+from billing.processor.mapping import raise_for_processor
+
+UPDATABLE = ("email", "name", "currency", "tax_exempt", "preferred_locale", "preferred_timezone")
+
+# Decides a change on the row as read, at a time (the row's new updated_at):
+# None when there is nothing to write, else the ledger row's data.
+Mutation = Callable[[CustomerRow, str], dict[str, Any] | None]
+
+
+def _change(customer_id: str, mutate: Mutation, ledger_type: str, actor: Actor, *,
+            expected_version: int | None = None,
+            also: Callable[[TransactWrite, CustomerRow], None] | None = None) -> CustomerRow:
+    """Apply `mutate` to the current row until its version-conditional write
+    lands. With `expected_version` (If-Match), a stale version is 412 and
+    nothing is written, before or during the write."""
+
+    def attempt() -> CustomerRow:
+        row = load(customer_id)
+        if expected_version is not None and row.lock_version != expected_version:
+            raise PreconditionFailed(
+                f"lock_version {expected_version} is stale; the customer is at {row.lock_version}",
+                {"lock_version": row.lock_version})
+        at = clock.iso()
+        data = mutate(row, at)
+        if data is None:
+            return row
+        row.updated_at = at
+        try:
+            with TransactWrite(connection=connection()) as tw:
+                tw.save(row)  # conditional on the lock_version read above
+                if also is not None:
+                    also(tw, row)
+                ledger.append(tw, type_=ledger_type, subject_type="customer", subject_id=row.pk, actor=actor,
+                              data=data)
+        except TransactWriteError as exc:
+            if expected_version is not None and condition_failed(exc):
+                raise PreconditionFailed("the customer changed concurrently",
+                                         {"lock_version": load(customer_id).lock_version}) from None
+            raise
+        return row
+
+    return retry_on_conflict(attempt, subject="the customer")
+
+
+def update(customer_id: str, changes: dict[str, Any], *, expected_version: int | None, actor: Actor
+           ) -> dict[str, Any]:
+    """Local update with optimistic locking.
+
+    With an expected version (If-Match or body lock_version) a stale one is
+    412 and nothing is written. Without one, a concurrent write (a webhook,
+    say) makes us re-read and re-apply, so neither change is lost.
+    """
+
+    def mutate(row: CustomerRow, at: str) -> dict[str, Any] | None:
+        if row.deleted_at:
+            raise Conflict(f"customer {customer_id} is deleted")
+        changed: list[str] = []
+        for name in UPDATABLE:
+            if name in changes and getattr(row, name) != changes[name]:
+                setattr(row, name, changes[name])
+                changed.append(name)
+        if "metadata" in changes and changes["metadata"] is not None:
+            merged = metadata.merge(row.metadata or {}, changes["metadata"])
+            if set(merged) & set(RESERVED_METADATA) - set(row.metadata or {}):
+                raise ValidationFailed("invalid metadata: owner_type, owner_id",
+                                       {"metadata": {"owner_type": "reserved", "owner_id": "reserved"}})
+            if merged != (row.metadata or {}):
+                row.metadata = merged
+                changed.append("metadata")
+        if not changed:
+            return None
+        row.owner_key = owner_key(row.owner_type, row.owner_id) if row.owner_type and row.owner_id else None
+        return {"changed_fields": changed}
+
+    return to_api(_change(customer_id, mutate, "customer.updated", actor, expected_version=expected_version))
+
+
+def put_data(customer_id: str, data: dict[str, Any], actor: Actor) -> dict[str, Any]:
+    """Replace `data` with a whole processor object (webhook path; no required-field checks)."""
+
+    def mutate(row: CustomerRow, at: str) -> dict[str, Any] | None:
+        clean = scrub(data)
+        if clean == row.data:
+            return None
+        row.data = clean
+        return {"changed_fields": ["data"]}
+
+    return to_api(_change(customer_id, mutate, "customer.data_replaced", actor))
+
+
+def patch_data(customer_id: str, partial: dict[str, Any], actor: Actor) -> dict[str, Any]:
+    """Shallow-merge a delta into `data` (webhook path)."""
+
+    def mutate(row: CustomerRow, at: str) -> dict[str, Any] | None:
+        merged = {**(row.data or {}), **scrub(partial)}
+        if merged == row.data:
+            return None
+        row.data = merged
+        return {"changed_fields": sorted(f"data.{k}" for k in scrub(partial))}
+
+    return to_api(_change(customer_id, mutate, "customer.data_patched", actor))
+
+
+ADDRESS_FIELDS = ("line1", "line2", "city", "state", "postal_code", "country")
+
+
+def _digest(customer_id: str, name: str, value: str) -> str:
+    # Enough to tell which address fields changed without keeping the address.
+    return hashlib.sha256(f"{customer_id}\x00{name}\x00{value}".encode()).hexdigest()[:16]
+
+
+def update_tax_location(customer_id: str, address: dict[str, str], actor: Actor) -> dict[str, Any]:
+    row = load(customer_id)
+    if row.deleted_at:
+        raise Conflict(f"customer {customer_id} is deleted")
+    if not row.processor_id:
+        raise Conflict(f"customer {customer_id} has no processor customer")
+    digest = {k: _digest(row.pk, k, str(v)) for k, v in address.items() if v}
+    previous = row.tax_location_digest or {}
+    changed = sorted(k for k in set(digest) | set(previous) if digest.get(k) != previous.get(k))
+    key = "tax-location-" + hashlib.sha256(json.dumps([row.processor_id, sorted(digest.items())]).encode()
+                                           ).hexdigest()[:48]
+    try:
+        obj = get_processor().update_tax_location(row.processor_id, address=address, idempotency_key=key)
+    except ProcessorFailure as failure:
+        if failure.code == "customer_tax_location_invalid":
+            raise ValidationFailed("the tax location is not valid", {"address": failure.message},
+                                   type_="tax_location_invalid") from None
+        raise_for_processor(failure)
+
+    def mutate(current: CustomerRow, at: str) -> dict[str, Any] | None:
+        current.data = scrub(obj)
+        current.tax_location_digest = digest
+        # The ledger lists field names only: the address itself is never stored.
+        return {"changed_fields": changed} if changed else None
+
+    return to_api(_change(customer_id, mutate, "customer.tax_location_updated", actor))
+
+
+def delete(customer_id: str, actor: Actor) -> dict[str, Any]:
+    row = load(customer_id)
+    if row.deleted_at:
+        return to_api(row)
+    if row.processor_id:
+        try:
+            get_processor().delete_customer(row.processor_id, idempotency_key=f"customer-delete-{row.pk}")
+        except ProcessorFailure as failure:
+            if failure.code != "resource_missing":
+                raise_for_processor(failure)
+
+    def mutate(current: CustomerRow, at: str) -> dict[str, Any] | None:
+        if current.deleted_at:
+            return None
+        current.deleted_at = at
+        return {"processor_id": current.processor_id}
+
+    # The owner is released with it, so a later fetch-or-create makes a new customer.
+    return to_api(_change(customer_id, mutate, "customer.deleted", actor, also=add_owner_release))
