@@ -104,21 +104,28 @@ run: $(DEV_STAMP) ## the local stack on 127.0.0.1:PORT (env, default 3000); DESI
 	$(BIN)/python -m devstack run
 
 .PHONY: test
-test: lint typecheck unit test-dynamodb-local template-check build ## everything CI checks, in order
+test: lint typecheck unit integration test-dynamodb-local template-check build ## everything CI checks, in order
 
 .PHONY: lint
-lint: $(DEV_STAMP) ## ruff
+lint: $(DEV_STAMP) ## ruff, and import-linter's contracts (one dependency direction, pyproject.toml)
 	$(BIN)/ruff check .
+	PYTHONPATH=layers/common $(BIN)/lint-imports --no-cache
 
 .PHONY: typecheck
 typecheck: $(DEV_STAMP) ## mypy (files and strictness in pyproject.toml)
 	$(BIN)/mypy
 
 # Extra pytest arguments, e.g. make unit PYTEST_ARGS="-k usage -x" or "-n auto".
+# The tiers are marked by tests/conftest.py: whatever runs the local stack is
+# `integration`, everything else (in-process) is `unit`.
 PYTEST_ARGS ?=
 .PHONY: unit
-unit: $(DEV_STAMP) ## pytest: the whole tests/ folder (unit, local stack, template contract)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+unit: $(DEV_STAMP) ## the fast tier: in-process tests (domain logic on moto, processor, template contract), no local stack
+	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
+
+.PHONY: integration
+integration: $(DEV_STAMP) ## the local-stack tier: HTTP against make run's topology, faults, security, fuzz
+	$(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
 
 .PHONY: test-dynamodb-local
 test-dynamodb-local: $(DEV_STAMP) ## the local-stack integration suite again, on a real DynamoDB Local (npm + Java 17)

@@ -72,6 +72,26 @@ def scan_function_log(path: Path) -> list[str]:
     return [line[:300] for line in text.splitlines() if any(f in line for f in fragments)]
 
 
+# Modules whose tests start processes of the local stack themselves (a stack,
+# a runtime, a poller) rather than through the `stack` fixture.
+LOCAL_STACK_MODULES = frozenset({
+    "tests/devstack/test_schedules.py", "tests/devstack/test_startup.py", "tests/devstack/test_streams.py",
+    "tests/faults/test_stripe_faults.py", "tests/integration/test_meter_reporter_v2.py",
+    "tests/processor/test_crash_fault.py",
+})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Two tiers: `integration` (anything that runs the local stack: the
+    `stack` fixture, or a module that starts its own processes) and `unit`
+    (in-process, `make unit`)."""
+    for item in items:
+        path = Path(str(item.fspath)).resolve().relative_to(ROOT).as_posix()
+        local = ("stack" in getattr(item, "fixturenames", ()) or path in LOCAL_STACK_MODULES
+                 or item.get_closest_marker("integration") is not None)
+        item.add_marker(pytest.mark.integration if local else pytest.mark.unit)
+
+
 @pytest.fixture(scope="session")
 def function_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where every function's output goes during the session (what CloudWatch

@@ -7,25 +7,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billing.api.app import app
 from billing.core.observability import logger, metrics, tracer
-from billing.core.settings import require_env
-from billing.data.tables import (
-    CHARGES_TABLE,
-    COUPONS_TABLE,
-    CUSTOMERS_TABLE,
-    EVENTS_TABLE,
-    INVOICES_TABLE,
-    METER_EVENTS_TABLE,
-    PAYMENT_METHODS_TABLE,
-    PROMOTION_CODES_TABLE,
-    SUBSCRIPTIONS_TABLE,
-    WEBHOOK_EVENTS_TABLE,
-)
+from billing.core.settings import ApiSettings, load
 
-# A deployment missing a table fails its cold start, naming the variable.
-require_env(CUSTOMERS_TABLE, PAYMENT_METHODS_TABLE, SUBSCRIPTIONS_TABLE, INVOICES_TABLE, CHARGES_TABLE, EVENTS_TABLE)
-require_env(METER_EVENTS_TABLE)
-require_env(WEBHOOK_EVENTS_TABLE)
-require_env(COUPONS_TABLE, PROMOTION_CODES_TABLE)
+# Every variable the function reads, checked now: a deployment missing one fails
+# its cold start with one line naming it.
+SETTINGS = load(ApiSettings)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

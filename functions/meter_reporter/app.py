@@ -7,11 +7,12 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billing.core.observability import logger, metrics, tracer
-from billing.core.settings import require_env
-from billing.data.tables import METER_EVENTS_TABLE
+from billing.core.settings import MeterReporterSettings, load
 from billing.metering.delivery import handle_stream
 
-require_env(METER_EVENTS_TABLE)
+# Every variable the function reads, checked now: a deployment missing one fails
+# its cold start with one line naming it.
+SETTINGS = load(MeterReporterSettings)
 
 
 @logger.inject_lambda_context

@@ -6,11 +6,12 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billing.core.observability import logger, metrics, tracer
-from billing.core.settings import require_env
-from billing.data.tables import METER_EVENTS_TABLE
+from billing.core.settings import MeterSweeperSettings, load
 from billing.metering.lifecycle import sweep_from_env
 
-require_env(METER_EVENTS_TABLE)
+# Every variable the function reads, checked now: a deployment missing one fails
+# its cold start with one line naming it.
+SETTINGS = load(MeterSweeperSettings)
 
 
 @logger.inject_lambda_context

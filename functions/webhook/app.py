@@ -10,11 +10,12 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billing.core.observability import logger, metrics, tracer
-from billing.core.settings import require_env
+from billing.core.settings import WebhookSettings, load
 from billing.webhooks import ingest
 
-# A deployment missing its table or secrets parameter fails its cold start.
-require_env(ingest.TABLE_ENV, ingest.SECRETS_PARAM)
+# Every variable the function reads, checked now: a deployment missing one fails
+# its cold start with one line naming it.
+SETTINGS = load(WebhookSettings)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

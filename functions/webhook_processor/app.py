@@ -10,25 +10,12 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billing.core.observability import logger, metrics, tracer
-from billing.core.settings import require_env
-from billing.data.tables import (
-    CHARGES_TABLE,
-    COUPONS_TABLE,
-    CUSTOMERS_TABLE,
-    EVENTS_TABLE,
-    INVOICES_TABLE,
-    METER_EVENTS_TABLE,
-    PAYMENT_METHODS_TABLE,
-    PROMOTION_CODES_TABLE,
-    SUBSCRIPTIONS_TABLE,
-    WEBHOOK_EVENTS_TABLE,
-)
+from billing.core.settings import WebhookProcessorSettings, load
 from billing.webhooks import processing
 
-require_env(WEBHOOK_EVENTS_TABLE, CUSTOMERS_TABLE, PAYMENT_METHODS_TABLE, SUBSCRIPTIONS_TABLE, INVOICES_TABLE,
-            CHARGES_TABLE, COUPONS_TABLE, PROMOTION_CODES_TABLE, EVENTS_TABLE)
-# Meter error events move usage rows (billing.metering.meter_errors).
-require_env(METER_EVENTS_TABLE)
+# Every variable the function reads, checked now: a deployment missing one fails
+# its cold start with one line naming it.
+SETTINGS = load(WebhookProcessorSettings)
 
 
 @logger.inject_lambda_context

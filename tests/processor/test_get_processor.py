@@ -21,11 +21,11 @@ ENV = ("PROCESSOR", "FAKE_PROCESSOR_URL", "STRIPE_API_KEY_PARAM", "STRIPE_API_BA
 def clean(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in ENV:
         monkeypatch.delenv(name, raising=False)
-    config.require.cache_clear()
+    config.load.cache_clear()
     set_processor(None)
     yield
     set_processor(None)
-    config.require.cache_clear()
+    config.load.cache_clear()
 
 
 class FakeSSM:

@@ -2,7 +2,7 @@
 the rows they protect, and the append-only ledger.
 
 Table names come from the environment the template gives each function; a
-function checks the ones it needs at start (billing.core.settings.require_env).
+function checks the ones it needs at cold start (billing.core.settings).
 """
 
 from __future__ import annotations
@@ -22,18 +22,23 @@ from pynamodb.connection import Connection
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
-CUSTOMERS_TABLE = "CUSTOMERS_TABLE"
-PAYMENT_METHODS_TABLE = "PAYMENT_METHODS_TABLE"
-SUBSCRIPTIONS_TABLE = "SUBSCRIPTIONS_TABLE"
-INVOICES_TABLE = "INVOICES_TABLE"
-CHARGES_TABLE = "CHARGES_TABLE"
-EVENTS_TABLE = "EVENTS_TABLE"
-METER_EVENTS_TABLE = "METER_EVENTS_TABLE"
+from billing.core.settings import (
+    CHARGES_TABLE,
+    COUPONS_TABLE,
+    CUSTOMERS_TABLE,
+    EVENTS_TABLE,
+    INVOICES_TABLE,
+    METER_EVENTS_TABLE,
+    PAYMENT_METHODS_TABLE,
+    PROMOTION_CODES_TABLE,
+    SUBSCRIPTIONS_TABLE,
+    WEBHOOK_EVENTS_TABLE,
+)
 
 
 def _table(variable: str) -> str:
-    # An unset variable yields a name no table has; require_env reports it
-    # at start, before any request can reach DynamoDB with it.
+    # An unset variable yields a name no table has; the function's settings
+    # check reports it at cold start, before any request can reach DynamoDB.
     return os.environ.get(variable) or f"unset-{variable}"
 
 
@@ -279,10 +284,6 @@ class MeterEventRow(Model):
 
 
 # -- webhooks: the inbox and the coupon / promotion code projections ------------------
-
-WEBHOOK_EVENTS_TABLE = "WEBHOOK_EVENTS_TABLE"
-COUPONS_TABLE = "COUPONS_TABLE"
-PROMOTION_CODES_TABLE = "PROMOTION_CODES_TABLE"
 
 
 class WebhookEventRow(Model):

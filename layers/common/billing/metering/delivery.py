@@ -42,8 +42,8 @@ from pynamodb.exceptions import TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 
 from billing.core import clock
-from billing.core import settings as config
 from billing.core.observability import logger, metrics
+from billing.core.settings import DeliverySettings, load
 from billing.data.tables import MeterEventRow, connection
 from billing.metering import outbox
 from billing.processor import get_processor
@@ -70,7 +70,7 @@ STALE_MESSAGE: Final = (
 
 
 @dataclass(frozen=True)
-class DeliverySettings:
+class DeliveryPolicy:
     mode: str
     tries: int
     backoff_base: float
@@ -79,20 +79,11 @@ class DeliverySettings:
     max_pending_seconds: float = MAX_PENDING_SECONDS
 
     @classmethod
-    def from_env(cls) -> DeliverySettings:
-        mode = config.optional("METER_API", "v1").lower()
-        if mode not in ("v1", "v2"):
-            from billing.core.errors import ConfigurationError
-
-            raise ConfigurationError(f"METER_API must be v1 or v2, not {mode!r}")
-        return cls(
-            mode=mode,
-            tries=max(1, int(config.optional("METER_TRANSIENT_TRIES", "4"))),
-            backoff_base=int(config.optional("METER_BACKOFF_BASE_MS", "100")) / 1000,
-            backoff_cap=int(config.optional("METER_BACKOFF_CAP_MS", "2000")) / 1000,
-            concurrency=max(1, int(config.optional("METER_V1_CONCURRENCY", "8"))),
-            max_pending_seconds=float(config.optional("METER_MAX_PENDING_SECONDS", str(MAX_PENDING_SECONDS))),
-        )
+    def from_settings(cls, settings: DeliverySettings | None = None) -> DeliveryPolicy:
+        s = settings or load(DeliverySettings)
+        return cls(mode=s.meter_api, tries=max(1, s.meter_transient_tries),
+                   backoff_base=s.meter_backoff_base_ms / 1000, backoff_cap=s.meter_backoff_cap_ms / 1000,
+                   concurrency=max(1, s.meter_v1_concurrency), max_pending_seconds=s.meter_max_pending_seconds)
 
 
 @dataclass(frozen=True)
@@ -143,7 +134,7 @@ class DeliveryDeferred(Exception):
 # -- retries -------------------------------------------------------------------------------
 
 
-def _attempt(call: Callable[[], object], settings: DeliverySettings, deadline: float,
+def _attempt(call: Callable[[], object], settings: DeliveryPolicy, deadline: float,
              context: dict[str, Any]) -> Outcome:
     """Call until it succeeds, fails permanently, or the tries (or time) run out."""
     failure: ProcessorFailure | None = None
@@ -171,7 +162,7 @@ def _attempt(call: Callable[[], object], settings: DeliverySettings, deadline: f
 # -- v1 --------------------------------------------------------------------------------------
 
 
-def _send_v1(events: Sequence[Pending], settings: DeliverySettings, deadline: float) -> dict[str, Outcome]:
+def _send_v1(events: Sequence[Pending], settings: DeliveryPolicy, deadline: float) -> dict[str, Outcome]:
     processor = get_processor()
     # Once Stripe keeps failing for one row, calls not yet started wait for the
     # redelivery instead of hammering an API that is down or throttling us.
@@ -245,7 +236,7 @@ def _chunks[T](items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[start:start + size]
 
 
-def _send_stream(chunk: Sequence[Pending], settings: DeliverySettings, deadline: float) -> dict[str, Outcome]:
+def _send_stream(chunk: Sequence[Pending], settings: DeliveryPolicy, deadline: float) -> dict[str, Outcome]:
     processor = get_processor()
 
     def call() -> object:
@@ -270,7 +261,7 @@ def _send_stream(chunk: Sequence[Pending], settings: DeliverySettings, deadline:
     return {e.identifier: outcome for e in chunk}
 
 
-def _send_v2(events: Sequence[Pending], settings: DeliverySettings, deadline: float) -> dict[str, Outcome]:
+def _send_v2(events: Sequence[Pending], settings: DeliveryPolicy, deadline: float) -> dict[str, Outcome]:
     results: dict[str, Outcome] = {}
     for chunk in _chunks(events, MAX_STREAM_EVENTS):
         results.update(_send_stream(chunk, settings, deadline))
@@ -340,10 +331,10 @@ def _latency_ms(inserted_at: str, reported_at: str) -> float:
     return max(0.0, (end - start).total_seconds() * 1000)
 
 
-def deliver(events: Sequence[Pending], *, deadline: float, settings: DeliverySettings | None = None
+def deliver(events: Sequence[Pending], *, deadline: float, settings: DeliveryPolicy | None = None
             ) -> dict[str, Outcome]:
     """Deliver pending rows and record the outcomes; returns each identifier's outcome."""
-    settings = settings or DeliverySettings.from_env()
+    settings = settings or DeliveryPolicy.from_settings()
     pending_now = _still_pending(events)
     outcomes: dict[str, Outcome] = {e.identifier: Outcome(SKIPPED) for e in events if e.identifier not in pending_now}
     due = [e for e in events if e.identifier in pending_now]

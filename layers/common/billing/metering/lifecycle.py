@@ -14,8 +14,7 @@ from pynamodb.exceptions import DoesNotExist, TransactWriteError, UpdateError
 from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
 
-from billing.core import clock
-from billing.core import settings as config
+from billing.core import clock, settings
 from billing.core.errors import Conflict
 from billing.core.observability import logger, metrics
 from billing.data import ledger
@@ -130,8 +129,8 @@ def sweep(*, min_age_seconds: float, max_rows: int) -> dict[str, int]:
 
 def sweep_from_env() -> dict[str, int]:
     """sweep() with the age and bound the template gives the sweeper."""
-    result = sweep(min_age_seconds=float(config.optional("SWEEP_MIN_AGE_SECONDS", "900")),
-                   max_rows=int(config.optional("SWEEP_MAX_ROWS", "500")))
+    knobs = settings.load(settings.SweepSettings)
+    result = sweep(min_age_seconds=knobs.sweep_min_age_seconds, max_rows=knobs.sweep_max_rows)
     if result["touched"]:
         metrics.add_metric(name="UsageSwept", unit=MetricUnit.Count, value=result["touched"])
     return result

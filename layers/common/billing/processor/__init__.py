@@ -19,6 +19,7 @@ import os
 import threading
 from typing import TYPE_CHECKING
 
+from billing.core.settings import StripeSettings, load
 from billing.processor.base import PROCESSOR_METHODS, Processor
 from billing.processor.errors import ProcessorFailure, from_stripe_error
 
@@ -88,8 +89,8 @@ def get_processor() -> Processor:
 
             _cached = StripeProcessor(
                 api_key,
-                base_url=os.environ.get("STRIPE_API_BASE", "").strip() or None,
-                meter_events_base_url=os.environ.get("STRIPE_METER_EVENTS_BASE", "").strip() or None,
+                base_url=load(StripeSettings).stripe_api_base,
+                meter_events_base_url=load(StripeSettings).stripe_meter_events_base,
             )
             _cached_key = api_key
         return _cached
@@ -99,9 +100,8 @@ def _stripe_api_key() -> str:
     from aws_lambda_powertools.utilities import parameters
 
     from billing.core.errors import ConfigurationError
-    from billing.core.settings import require
 
-    name = require("STRIPE_API_KEY_PARAM")
+    name = load(StripeSettings).stripe_api_key_param
     value = parameters.get_parameter(name, decrypt=True, max_age=API_KEY_MAX_AGE_SECONDS)
     if not isinstance(value, str) or not value.strip():
         raise ConfigurationError(f"SSM parameter {name} holds no Stripe API key")

@@ -39,7 +39,7 @@ from billing.core.errors import (
     Unavailable,
 )
 from billing.core.observability import logger, metrics
-from billing.core.settings import require
+from billing.core.settings import WebhookIngestSettings, load
 from billing.data.cancellation import retryable_dynamodb_code
 from billing.webhooks import signature
 
@@ -52,10 +52,8 @@ SECRETS_MAX_AGE_SECONDS = 300
 # forged requests cannot turn into a flood of SSM calls.
 FORCED_REFRESH_INTERVAL_SECONDS = 60
 MAX_ID_LENGTH = 255
-SECRETS_PARAM = "STRIPE_WEBHOOK_SECRETS_PARAM"
 # billing.data.tables.WEBHOOK_EVENTS_TABLE, spelled out: importing billing.data.tables
 # would load PynamoDB on this path.
-TABLE_ENV = "WEBHOOK_EVENTS_TABLE"
 
 _IDENTIFIER = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces
 _lock = threading.Lock()
@@ -142,7 +140,7 @@ def _too_large() -> PayloadTooLarge:
 
 
 def secrets(*, force: bool = False) -> list[str]:
-    name = require(SECRETS_PARAM)
+    name = load(WebhookIngestSettings).stripe_webhook_secrets_param
     value = parameters.get_parameter(name, decrypt=True, max_age=SECRETS_MAX_AGE_SECONDS, force_fetch=force)
     found = [s.strip() for s in str(value or "").split(",") if s.strip()]
     if not found:
@@ -262,7 +260,7 @@ def store(delivery: Delivery) -> bool:
     if delivery.object_id is not None:
         item["object_id"] = {"S": delivery.object_id}
     try:
-        _dynamodb().put_item(TableName=require(TABLE_ENV), Item=item,
+        _dynamodb().put_item(TableName=load(WebhookIngestSettings).webhook_events_table, Item=item,
                              ConditionExpression="attribute_not_exists(pk)")
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
