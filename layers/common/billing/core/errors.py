@@ -24,34 +24,52 @@ class DomainError(Exception):
 
 
 class BadRequest(DomainError):
+    """The request cannot be read at all (malformed JSON, an unusable body)."""
+
     status, type = 400, "bad_request"
 
 
 class InvalidSignature(DomainError):
+    """A webhook whose Stripe-Signature matches none of the configured secrets
+    within the tolerance: nothing is stored."""
+
     status, type = 400, "invalid_signature"
 
 
 class NotFound(DomainError):
+    """No such resource, or not one the caller can see through this path."""
+
     status, type = 404, "not_found"
 
 
 class Conflict(DomainError):
+    """The current state forbids the request (a duplicate, a deleted customer,
+    a transition the status does not allow); `type_` may name it more precisely."""
+
     status, type = 409, "conflict"
 
 
 class PreconditionFailed(DomainError):
+    """If-Match (or a body lock_version) names a version the row has moved past."""
+
     status, type = 412, "precondition_failed"
 
 
 class PayloadTooLarge(DomainError):
+    """The body is over the route's limit."""
+
     status, type = 413, "payload_too_large"
 
 
 class UnsupportedMediaType(DomainError):
+    """A body that is not JSON where JSON is expected."""
+
     status, type = 415, "unsupported_media_type"
 
 
 class ValidationFailed(DomainError):
+    """Readable but invalid: each offending field is named in `details`."""
+
     status, type = 422, "validation_error"
 
 

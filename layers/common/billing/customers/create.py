@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pynamodb.exceptions import DoesNotExist, TransactWriteError
+from pynamodb.exceptions import TransactWriteError
 from pynamodb.transactions import TransactWrite
 
 from billing.core import clock, ids
@@ -32,6 +32,7 @@ from billing.customers.records import find_by_owner, find_by_processor_id, load,
 from billing.data import ledger
 from billing.data.cancellation import condition_failed
 from billing.data.ledger import Actor
+from billing.data.reads import find
 from billing.data.tables import CustomerRow, GuardRow, connection
 from billing.data.transactions import retry_on_conflict
 from billing.processor import get_processor
@@ -42,10 +43,7 @@ from billing.processor.mapping import processor_name, raise_for_processor
 def _owner_claim(processor: str, owner_type: str, owner_id: str) -> tuple[GuardRow | None, int]:
     """The owner's guard as it stands (None: never claimed) and the generation
     a new claim must be made at."""
-    try:
-        guard: GuardRow | None = GuardRow.get(owner_guard(processor, owner_type, owner_id), consistent_read=True)
-    except DoesNotExist:
-        guard = None
+    guard = find(GuardRow, owner_guard(processor, owner_type, owner_id))
     return guard, int(guard.generation) if guard is not None else 0
 
 

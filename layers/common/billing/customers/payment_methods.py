@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pynamodb.exceptions import DoesNotExist, TransactWriteError
+from pynamodb.exceptions import TransactWriteError
 from pynamodb.transactions import TransactWrite
 
 from billing.core import clock
@@ -16,6 +16,7 @@ from billing.customers import projections
 from billing.customers import records as customers
 from billing.data import ledger
 from billing.data.ledger import Actor
+from billing.data.reads import find
 from billing.data.tables import CustomerRow, PaymentMethodRow, connection
 from billing.data.transactions import retry_on_conflict
 from billing.processor import get_processor
@@ -75,20 +76,19 @@ def attach(customer_id: str, payment_method_id: Any, actor: Actor) -> tuple[dict
             tw.save(row, condition=PaymentMethodRow.pk.does_not_exist())
             ledger.append(tw, type_="payment_method.attached", subject_type="customer", subject_id=customer.pk,
                           actor=actor, data={"payment_method_id": row.pk, "brand": row.brand})
-    except TransactWriteError as exc:
+    except TransactWriteError:
         # A concurrent attach of the same payment method wrote it first.
-        try:
-            return projections.to_api(PaymentMethodRow.get(row.pk, consistent_read=True)), False
-        except DoesNotExist:
-            raise exc from None
+        winner = find(PaymentMethodRow, row.pk)
+        if winner is None:
+            raise
+        return projections.to_api(winner), False
     return projections.to_api(row), True
 
 
 def _load(customer_id: str, pm_id: str) -> PaymentMethodRow:
-    try:
-        row = PaymentMethodRow.get(pm_id, consistent_read=True)
-    except DoesNotExist:
-        raise NotFound(f"payment method {pm_id} not found") from None
+    row = find(PaymentMethodRow, pm_id)
+    if row is None:
+        raise NotFound(f"payment method {pm_id} not found")
     if row.customer_id != customer_id:
         raise NotFound(f"payment method {pm_id} not found for customer {customer_id}")
     return row

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pynamodb.exceptions import DoesNotExist
-
 from billing.core.errors import NotFound, ValidationFailed
 from billing.customers import projections
 from billing.customers.keys import owner_guard, owner_key, processor_guard
 from billing.data import ledger, pagination
+from billing.data.reads import find
 from billing.data.tables import (
     ChargeRow,
     CustomerRow,
@@ -45,30 +44,21 @@ def to_api(row: CustomerRow) -> dict[str, Any]:
 
 
 def load(customer_id: str, *, consistent: bool = True) -> CustomerRow:
-    try:
-        row = CustomerRow.get(customer_id, consistent_read=consistent)
-    except DoesNotExist:
-        raise NotFound(f"customer {customer_id} not found") from None
-    if row.kind != "customer":
+    row = find(CustomerRow, customer_id, consistent=consistent)
+    if row is None or row.kind != "customer":
         raise NotFound(f"customer {customer_id} not found")
     return row
 
 
 def find_by_owner(owner_type: str, owner_id: str, processor: str | None = None) -> CustomerRow | None:
     processor = processor or processor_name()
-    try:
-        guard = GuardRow.get(owner_guard(processor, owner_type, owner_id), consistent_read=True)
-    except DoesNotExist:
-        return None
-    return load(guard.customer_id) if guard.customer_id else None
+    guard = find(GuardRow, owner_guard(processor, owner_type, owner_id))
+    return load(guard.customer_id) if guard is not None and guard.customer_id else None
 
 
 def find_by_processor_id(processor_id: str) -> CustomerRow | None:
-    try:
-        guard = GuardRow.get(processor_guard(processor_name(), processor_id), consistent_read=True)
-    except DoesNotExist:
-        return None
-    return load(guard.customer_id) if guard.customer_id else None
+    guard = find(GuardRow, processor_guard(processor_name(), processor_id))
+    return load(guard.customer_id) if guard is not None and guard.customer_id else None
 
 
 _INCLUDES: dict[str, type[PaymentMethodRow] | type[SubscriptionRow] | type[InvoiceRow] | type[ChargeRow]] = {

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
-from pynamodb.exceptions import DoesNotExist, TransactWriteError, UpdateError
+from pynamodb.exceptions import TransactWriteError, UpdateError
 from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
 
@@ -20,6 +20,7 @@ from billing.core.observability import logger, metrics
 from billing.data import ledger
 from billing.data.cancellation import condition_failed
 from billing.data.ledger import Actor
+from billing.data.reads import find
 from billing.data.tables import MeterEventRow, connection
 from billing.data.transactions import retry_on_conflict
 from billing.metering.outbox import (
@@ -70,9 +71,8 @@ def fail_from_meter_error(identifier: str, code: str | None, message: str | None
     error = safe_error("meter_error", code, message)
 
     def attempt() -> bool:
-        try:
-            row = MeterEventRow.get(identifier, consistent_read=True)
-        except DoesNotExist:
+        row = find(MeterEventRow, identifier)
+        if row is None:
             logger.warning("meter error names an unknown identifier", extra={"identifier": identifier})
             return False
         if row.stripe_status == FAILED:

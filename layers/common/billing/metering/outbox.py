@@ -17,10 +17,10 @@ import re
 import zlib
 from typing import Any, Final
 
-from pynamodb.exceptions import DoesNotExist
 from pynamodb.expressions.update import Action
 
-from billing.core.errors import NotFound, ValidationFailed
+from billing.core.errors import ValidationFailed
+from billing.data.reads import load as load_row
 from billing.data.tables import MeterEventRow
 from billing.processor.errors import MAX_MESSAGE_LENGTH
 
@@ -72,10 +72,7 @@ def to_api(row: MeterEventRow) -> dict[str, Any]:
 
 def load(identifier: str) -> MeterEventRow:
     validate_identifier(identifier)
-    try:
-        return MeterEventRow.get(identifier, consistent_read=True)
-    except DoesNotExist:
-        raise NotFound(f"no usage event with identifier {identifier}") from None
+    return load_row(MeterEventRow, identifier, f"usage event with identifier {identifier}")
 
 
 def get(identifier: str) -> dict[str, Any]:

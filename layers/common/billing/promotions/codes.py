@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pynamodb.exceptions import DoesNotExist, TransactWriteError
+from pynamodb.exceptions import TransactWriteError
 from pynamodb.transactions import TransactWrite
 
 from billing.core import clock, metadata
@@ -43,9 +43,10 @@ from billing.core.errors import Conflict, NotFound, PreconditionFailed, Validati
 from billing.core.observability import logger
 from billing.core.pii import scrub
 from billing.customers import records as customers
-from billing.data import ledger
+from billing.data import ledger, reads
 from billing.data.cancellation import condition_failed
 from billing.data.ledger import Actor
+from billing.data.reads import whole
 from billing.data.tables import PromotionCodeRow, connection
 from billing.data.transactions import CONFLICT_RETRIES, Retry, retry_on_conflict
 from billing.processor import get_processor
@@ -105,32 +106,25 @@ def create_idempotency_key(processor: str, params: dict[str, Any], generation: i
 def find(promotion_code_id: str) -> PromotionCodeRow | None:
     if promotion_code_id.startswith(GUARD_PREFIX):
         return None  # a guard item, not a promotion code
-    try:
-        return PromotionCodeRow.get(promotion_code_id, consistent_read=True)
-    except DoesNotExist:
-        return None
+    return reads.find(PromotionCodeRow, promotion_code_id)
 
 
 def load(promotion_code_id: str) -> PromotionCodeRow:
-    row = find(promotion_code_id)
-    if row is None:
+    if promotion_code_id.startswith(GUARD_PREFIX):
         raise NotFound(f"promotion code {promotion_code_id} not found")
-    return row
+    return reads.load(PromotionCodeRow, promotion_code_id, f"promotion code {promotion_code_id}")
 
 
 
-
-def _int(value: Any) -> int | None:
-    return int(value) if value is not None else None
 
 
 def to_api(row: PromotionCodeRow) -> dict[str, Any]:
     return {
         "id": row.pk, "processor": processor_name(), "processor_id": row.processor_id or row.pk, "code": row.code,
         "active": row.active, "coupon_id": row.coupon_id, "stripe_customer_id": row.processor_customer_id,
-        "max_redemptions": _int(row.max_redemptions), "times_redeemed": _int(row.times_redeemed),
-        "expires_at": _int(row.expires_at), "metadata": row.metadata or {}, "data": row.data or {},
-        "lock_version": row.lock_version, "last_stripe_event_ts": _int(row.last_stripe_event_ts),
+        "max_redemptions": whole(row.max_redemptions), "times_redeemed": whole(row.times_redeemed),
+        "expires_at": whole(row.expires_at), "metadata": row.metadata or {}, "data": row.data or {},
+        "lock_version": row.lock_version, "last_stripe_event_ts": whole(row.last_stripe_event_ts),
         "last_stripe_event_id": row.last_stripe_event_id, "inserted_at": row.inserted_at,
         "updated_at": row.updated_at,
     }

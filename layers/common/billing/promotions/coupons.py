@@ -19,11 +19,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pynamodb.exceptions import DoesNotExist
-
 from billing.core import metadata
-from billing.core.errors import Conflict, NotFound, ValidationFailed
+from billing.core.errors import Conflict, ValidationFailed
+from billing.data import reads
 from billing.data.ledger import Actor
+from billing.data.reads import whole
 from billing.data.tables import CouponRow
 from billing.processor import get_processor
 from billing.processor.errors import ProcessorFailure
@@ -101,32 +101,23 @@ def create_idempotency_key(processor: str, params: dict[str, Any]) -> str:
 
 
 def find(coupon_id: str) -> CouponRow | None:
-    try:
-        return CouponRow.get(coupon_id, consistent_read=True)
-    except DoesNotExist:
-        return None
+    return reads.find(CouponRow, coupon_id)
 
 
 def load(coupon_id: str) -> CouponRow:
-    row = find(coupon_id)
-    if row is None:
-        raise NotFound(f"coupon {coupon_id} not found")
-    return row
+    return reads.load(CouponRow, coupon_id, f"coupon {coupon_id}")
 
-
-def _int(value: Any) -> int | None:
-    return int(value) if value is not None else None
 
 
 def to_api(row: CouponRow) -> dict[str, Any]:
     return {
         "id": row.pk, "processor": processor_name(), "processor_id": row.processor_id or row.pk,
-        "name": row.name, "percent_off": row.percent_off, "amount_off": _int(row.amount_off),
-        "currency": row.currency, "duration": row.duration, "duration_in_months": _int(row.duration_in_months),
-        "valid": row.valid, "max_redemptions": _int(row.max_redemptions),
-        "times_redeemed": _int(row.times_redeemed), "redeem_by": _int(row.redeem_by),
+        "name": row.name, "percent_off": row.percent_off, "amount_off": whole(row.amount_off),
+        "currency": row.currency, "duration": row.duration, "duration_in_months": whole(row.duration_in_months),
+        "valid": row.valid, "max_redemptions": whole(row.max_redemptions),
+        "times_redeemed": whole(row.times_redeemed), "redeem_by": whole(row.redeem_by),
         "metadata": row.metadata or {}, "data": row.data or {}, "lock_version": row.lock_version,
-        "last_stripe_event_ts": _int(row.last_stripe_event_ts), "last_stripe_event_id": row.last_stripe_event_id,
+        "last_stripe_event_ts": whole(row.last_stripe_event_ts), "last_stripe_event_id": row.last_stripe_event_id,
         "inserted_at": row.inserted_at, "updated_at": row.updated_at, "deleted_at": row.deleted_at,
     }
 

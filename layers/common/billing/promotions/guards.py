@@ -5,11 +5,11 @@ path (the user path's create and update, the webhook path)."""
 
 from __future__ import annotations
 
-from pynamodb.exceptions import DoesNotExist
 from pynamodb.transactions import TransactWrite
 
 from billing.core.errors import Conflict
 from billing.core.observability import logger
+from billing.data.reads import find
 from billing.data.tables import PromotionCodeGuardRow, PromotionCodeRow
 
 GUARD_PREFIX = "guard#code#"
@@ -24,10 +24,7 @@ def guard_key(key: str) -> str:
 
 
 def guard(key: str) -> PromotionCodeGuardRow | None:
-    try:
-        return PromotionCodeGuardRow.get(guard_key(key), consistent_read=True)
-    except DoesNotExist:
-        return None
+    return find(PromotionCodeGuardRow, guard_key(key))
 
 
 def _claim(tw: TransactWrite, key: str, promotion_code_id: str) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pynamodb.exceptions import DoesNotExist, TransactWriteError
+from pynamodb.exceptions import TransactWriteError
 from pynamodb.transactions import TransactWrite
 
 from billing.core import clock
@@ -27,6 +27,7 @@ from billing.core.pii import scrub
 from billing.data import ledger
 from billing.data.cancellation import condition_failed
 from billing.data.ledger import Actor
+from billing.data.reads import find
 from billing.data.tables import CouponRow, PromotionCodeRow, connection
 from billing.data.transactions import Retry, retry_on_conflict
 
@@ -48,19 +49,12 @@ class Recording:
     claim_lost: Callable[[Any], None] | None = None
 
 
-def _find(spec: Recording, object_id: str) -> Any:
-    try:
-        return spec.model.get(object_id, consistent_read=True)
-    except DoesNotExist:
-        return None
-
-
 def record(spec: Recording, obj: dict[str, Any], key: str, actor: Actor) -> Any:
     """The row of `obj` as this create request records it (new or adopted)."""
     object_id = str(obj["id"])
 
     def attempt() -> Any:
-        existing = _find(spec, object_id)
+        existing = find(spec.model, object_id)
         if existing is not None:
             if existing.create_key:
                 raise spec.duplicate(existing)

@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from pynamodb.exceptions import DoesNotExist
 from pynamodb.transactions import TransactWrite
 
 from billing.core import clock
@@ -26,6 +25,7 @@ from billing.core.errors import NotFound
 from billing.core.pii import scrub
 from billing.customers.records import find_by_processor_id, load
 from billing.data import ledger
+from billing.data.reads import find
 from billing.data.tables import (
     ChargeRow,
     CouponRow,
@@ -104,13 +104,6 @@ SPECS = (
 # -- applying one ------------------------------------------------------------------------
 
 
-def _read(model: type[Row], object_id: str) -> Row | None:
-    try:
-        return model.get(object_id, consistent_read=True)
-    except DoesNotExist:
-        return None
-
-
 def _link(row: Any, obj: dict[str, Any]) -> None:
     """Point the row at the local customer of object.customer, or defer."""
     processor_customer = reference(obj.get("customer"))
@@ -154,7 +147,7 @@ def apply(ctx: Context, spec: Spec) -> str:
 
     def attempt() -> str:
         current = obj
-        row: Any = _read(spec.model, object_id)
+        row: Any = find(spec.model, object_id)
         if row is not None:
             position = order(ctx.created, row.last_stripe_event_ts)
             if position < 0:

@@ -20,7 +20,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from pynamodb.exceptions import DoesNotExist, UpdateError
+from pynamodb.exceptions import UpdateError
 from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
 
@@ -28,6 +28,7 @@ from billing.core import clock
 from billing.core.errors import NotFound, ValidationFailed
 from billing.core.observability import logger
 from billing.data import pagination
+from billing.data.reads import find
 from billing.data.tables import WebhookEventRow, key_names
 
 RECEIVED, PROCESSED, IGNORED, STALE, DEFERRED, FAILED = (
@@ -64,10 +65,7 @@ def _iso(epoch: float | None) -> str | None:
 
 
 def load(event_id: str) -> WebhookEventRow | None:
-    try:
-        return WebhookEventRow.get(event_id, consistent_read=True)
-    except DoesNotExist:
-        return None
+    return find(WebhookEventRow, event_id)
 
 
 def to_api(row: WebhookEventRow) -> dict[str, Any]:
