@@ -19,6 +19,7 @@ def documented(model: type[BaseModel], description: str) -> OpenAPIResponse:
 
 class PaymentMethod(BaseModel):
     id: str
+    processor_id: str = Field(description="The processor's payment method id (pm_...)")
     customer_id: str | None
     status: str | None
     type: str | None
@@ -39,6 +40,7 @@ class Projection(BaseModel):
     """A subscription, invoice or charge as projected from the processor."""
 
     id: str
+    processor_id: str = Field(description="The processor's id (sub_..., in_..., ch_...)")
     customer_id: str | None
     status: str | None
     data: dict[str, Any]
