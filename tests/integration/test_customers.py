@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
+from devstack.stack import LocalStack
 from tests.conftest import Client
 from tests.integration.test_health_and_openapi import assert_error
+from tests.integration.webhook_helpers import accepted, event, settle, stripe_object, uid
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -248,11 +250,14 @@ def test_payment_methods_attach_dedupe_default_and_detach(api: Client) -> None:
     assert visa.status_code == 201, visa.text
     visa_id = visa.json()["id"]
     assert visa.json()["brand"] == "visa"
+    # Every projection carries the Stripe id as processor_id (DESIGN.md section 2).
+    assert visa.json()["processor_id"] == visa_id and visa_id.startswith("pm_")
     assert "fingerprint" not in visa.text
 
     same_card = api.post(f"/v1/customers/{cid}/payment-methods", {"payment_method_id": "pm_card_visa"})
     assert same_card.status_code == 200
     assert same_card.json()["id"] == visa_id
+    assert same_card.json()["processor_id"] == visa_id
 
     master = api.post(f"/v1/customers/{cid}/payment-methods", {"payment_method_id": "pm_card_mastercard"})
     assert master.status_code == 201
@@ -271,11 +276,14 @@ def test_payment_methods_attach_dedupe_default_and_detach(api: Client) -> None:
     detached = api.delete(f"/v1/customers/{cid}/payment-methods/{visa_id}")
     assert detached.status_code == 200, detached.text
     assert detached.json()["detached_at"]
+    assert detached.json()["processor_id"] == visa_id
     customer = api.get(f"/v1/customers/{cid}?include=payment_methods").json()
     assert customer["default_payment_method_id"] is None
     listed = api.get(f"/v1/customers/{cid}/payment-methods").json()["data"]
     assert [pm["id"] for pm in listed] == [master_id]
+    assert [pm["processor_id"] for pm in listed] == [master_id]
     assert {pm["id"] for pm in customer["payment_methods"]} == {visa_id, master_id}
+    assert {pm["processor_id"] for pm in customer["payment_methods"]} == {visa_id, master_id}
     kinds = [e["type"] for e in events_of(api, cid)]
     assert kinds[:2] == ["payment_method.detached", "customer.default_payment_method_set"]
     assert kinds.count("payment_method.attached") == 2
@@ -342,6 +350,25 @@ def test_include_rejects_unknown_relations(api: Client) -> None:
     assert body["subscriptions"] == [] and body["invoices"] == [] and body["charges"] == []
     assert_error(api.get(f"/v1/customers/{cid}?include=secrets"), 422, "validation_error")
     assert_error(api.get("/v1/customers/cust_nope"), 404, "not_found")
+
+
+def test_embedded_subscriptions_invoices_and_charges_carry_their_stripe_ids(stack: LocalStack, api: Client
+                                                                           ) -> None:
+    created = api.put(owner()).json()
+    cid, pid = created["id"], created["processor_id"]
+    sub = event("customer.subscription.created", stripe_object("subscription", id=f"sub_{uid()}", customer=pid))
+    inv = event("invoice.paid", stripe_object("invoice", id=f"in_{uid()}", customer=pid, status="paid"))
+    charge = event("charge.succeeded", stripe_object("charge", id=f"ch_{uid()}", customer=pid))
+    for body in (sub, inv, charge):
+        accepted(api, body)
+    assert {e["status"] for e in settle(stack, api, sub["id"], inv["id"], charge["id"])} == {"processed"}
+    resp = api.get(f"/v1/customers/{cid}?include=subscriptions,invoices,charges")
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    for name, sent in (("subscriptions", sub), ("invoices", inv), ("charges", charge)):
+        stripe_id = sent["data"]["object"]["id"]
+        assert [(o["id"], o["processor_id"]) for o in body[name]] == [(stripe_id, stripe_id)], name
+    assert "payment_methods" not in body
 
 
 def test_ledger_rows_are_complete_and_newest_first(api: Client) -> None:

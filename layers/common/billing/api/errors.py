@@ -12,6 +12,7 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
+    ResponseValidationError,
 )
 from botocore.exceptions import ClientError
 from pynamodb.exceptions import PynamoDBException
@@ -48,6 +49,13 @@ def _field_errors(errors: list[Any]) -> list[dict[str, str]]:
     return out
 
 
+def _response_errors(errors: list[Any]) -> list[dict[str, str]]:
+    """Where a body broke its model and why: never the value (pydantic's
+    `input`), nor its message (which may quote it)."""
+    return [{"field": ".".join(str(p) for p in err.get("loc", ())), "type": str(err.get("type", "invalid"))}
+            for err in errors[:10]]
+
+
 def _internal(exc: Exception) -> Response[str]:
     # The traceback goes to the log; the caller gets no internals.
     logger.exception("unhandled error", extra={"error_type": type(exc).__name__})
@@ -69,6 +77,18 @@ def register(app: APIGatewayRestResolver) -> None:
         fields = _field_errors(errors)
         names = ", ".join(sorted({f["field"] for f in fields}))
         return error_response(422, "validation_error", f"invalid request: {names}", {"errors": fields})
+
+    @app.exception_handler(ResponseValidationError)
+    def _response_invalid(exc: ResponseValidationError) -> Response[str]:
+        # A domain function returned a body its route's response model does
+        # not describe (an undeclared field, a wrong type): a bug of ours,
+        # never the caller's. Logged without the body; the caller learns
+        # nothing about it.
+        event = app.current_event
+        route = f"{event.http_method} {event.get('resource') or event.path}"
+        logger.error("response does not match its model",
+                     extra={"route": route, "errors": _response_errors(list(exc.errors()))})
+        return error_response(500, "internal_error", "internal error")
 
     @app.exception_handler(RequestUnsupportedContentType)
     def _content_type(exc: RequestUnsupportedContentType) -> Response[str]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
+from pydantic import BaseModel
 
 from billing.core.errors import ValidationFailed
 from billing.data.ledger import Actor
@@ -28,15 +29,24 @@ def actor(router: APIGatewayRouter) -> Actor:
     return Actor("api", identity.get("userArn") or identity.get("caller") or None)
 
 
-def json_response(status: int, body: Any, etag: int | None = None) -> Response[str]:
+def respond[M: BaseModel](model: type[M], status: int, body: Mapping[str, Any], etag: int | None = None
+                          ) -> Response[M]:
+    """The domain's body, handed to Powertools as it is.
+
+    The route's `Response[model]` annotation makes Powertools validate the
+    body against `model` and serialise it through the model (an undeclared
+    field is a 500, billing.api.errors); `model` here only ties the route's
+    annotation to the body's model for the type checker.
+    """
     headers = {"ETag": f'"{etag}"'} if etag is not None else None
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps(body),
-                    headers=headers)
+    response: Response[Any] = Response(status_code=status, content_type=content_types.APPLICATION_JSON,
+                                       body=body, headers=headers)
+    return response
 
 
-def versioned(status: int, body: dict[str, Any]) -> Response[str]:
+def versioned[M: BaseModel](model: type[M], status: int, body: Mapping[str, Any]) -> Response[M]:
     """One versioned resource, with `ETag: "<lock_version>"`."""
-    return json_response(status, body, body["lock_version"])
+    return respond(model, status, body, body["lock_version"])
 
 
 def if_match(router: APIGatewayRouter) -> int | None:

@@ -1,24 +1,36 @@
-"""Response bodies as the OpenAPI document declares them.
+"""Response bodies: each route returns `Response[Model]` and hands back the
+domain's dict; Powertools validates it against that model and serialises it
+through the model, and the OpenAPI document states the same model, so the
+document cannot drift from the bodies.
 
-Routes serialise their own JSON; these models only document it, so the
-document (and the fuzz suite that checks responses against it) states what
-the API really returns.
+Every response model refuses fields it does not declare: a domain function
+that starts returning a new field fails loudly (a 500 `internal_error`,
+billing.api.errors) until the model, hence the document, declares it.
+
+The customer's resources live here; each other route module keeps the models
+only it returns.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
-def documented(model: type[BaseModel], description: str) -> OpenAPIResponse:
-    return {"description": description, "content": {"application/json": {"model": model}}}
+class ResponseModel(BaseModel):
+    """The base of every response body: no undeclared field gets through."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
-class PaymentMethod(BaseModel):
+def _absent(value: Any) -> bool:
+    return value is None
+
+
+class PaymentMethod(ResponseModel):
     id: str
+    processor_id: str = Field(description="The processor's payment method id (pm_...)")
     customer_id: str | None
     status: str | None
     type: str | None
@@ -35,10 +47,11 @@ class PaymentMethod(BaseModel):
     updated_at: str
 
 
-class Projection(BaseModel):
+class Projection(ResponseModel):
     """A subscription, invoice or charge as projected from the processor."""
 
     id: str
+    processor_id: str = Field(description="The processor's id (sub_..., in_..., ch_...)")
     customer_id: str | None
     status: str | None
     data: dict[str, Any]
@@ -49,7 +62,7 @@ class Projection(BaseModel):
     updated_at: str
 
 
-class Customer(BaseModel):
+class Customer(ResponseModel):
     id: str
     owner_type: str | None
     owner_id: str | None
@@ -70,23 +83,25 @@ class Customer(BaseModel):
     inserted_at: str
     updated_at: str
     deleted_at: str | None
-    payment_methods: list[PaymentMethod] | None = Field(None, description="With ?include=payment_methods")
-    subscriptions: list[Projection] | None = Field(None, description="With ?include=subscriptions")
-    invoices: list[Projection] | None = Field(None, description="With ?include=invoices")
-    charges: list[Projection] | None = Field(None, description="With ?include=charges")
+    # Embedded only on request: absent from the body (not null) otherwise.
+    payment_methods: list[PaymentMethod] | None = Field(None, exclude_if=_absent,
+                                                        description="With ?include=payment_methods")
+    subscriptions: list[Projection] | None = Field(None, exclude_if=_absent, description="With ?include=subscriptions")
+    invoices: list[Projection] | None = Field(None, exclude_if=_absent, description="With ?include=invoices")
+    charges: list[Projection] | None = Field(None, exclude_if=_absent, description="With ?include=charges")
 
 
-class CustomerList(BaseModel):
+class CustomerList(ResponseModel):
     data: list[Customer]
     next_cursor: str | None
 
 
-class PaymentMethodList(BaseModel):
+class PaymentMethodList(ResponseModel):
     data: list[PaymentMethod]
     next_cursor: str | None
 
 
-class LedgerEntry(BaseModel):
+class LedgerEntry(ResponseModel):
     id: str
     type: str
     subject_type: str
@@ -100,6 +115,6 @@ class LedgerEntry(BaseModel):
     inserted_at: str
 
 
-class LedgerPage(BaseModel):
+class LedgerPage(ResponseModel):
     data: list[LedgerEntry]
     next_cursor: str | None

@@ -1,10 +1,12 @@
-"""Response shapes shared by every route, so the OpenAPI document states them."""
+"""OpenAPI `responses` entries shared by every route: success entries that
+take their schema from the route's `Response[Model]` annotation, and the
+contract's error body."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse, OpenAPIResponseHeader
 from pydantic import BaseModel, Field
 
 
@@ -16,6 +18,20 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+ETAG: OpenAPIResponseHeader = {"description": 'The lock_version, quoted ("3"): send it back as If-Match',
+                                "schema": {"type": "string"}}
+
+
+def success(description: str, *, etag: bool = False) -> OpenAPIResponse:
+    """A success entry without content: Powertools fills it in from the
+    route's return annotation, so every success status of a route (200 and
+    201, say) is documented with the one model its body is serialised by."""
+    response: OpenAPIResponse = {"description": description}
+    if etag:
+        response["headers"] = {"ETag": ETAG}
+    return response
 
 
 def error_responses(*statuses: int) -> dict[int, OpenAPIResponse]:

@@ -12,9 +12,11 @@ MAX_EMBEDDED = 100
 
 
 def to_api(row: ProjectionRow) -> dict[str, Any]:
+    # The row's key is the processor's id (pm_..., sub_..., in_..., ch_...);
+    # every projection object in the API carries it as processor_id.
     body: dict[str, Any] = {
-        "id": row.pk, "customer_id": row.customer_id, "status": row.status, "data": row.data or {},
-        "lock_version": row.lock_version, "last_stripe_event_ts": row.last_stripe_event_ts,
+        "id": row.pk, "processor_id": row.pk, "customer_id": row.customer_id, "status": row.status,
+        "data": row.data or {}, "lock_version": row.lock_version, "last_stripe_event_ts": row.last_stripe_event_ts,
         "last_stripe_event_id": row.last_stripe_event_id, "inserted_at": row.inserted_at,
         "updated_at": row.updated_at,
     }

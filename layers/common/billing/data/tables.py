@@ -36,10 +36,24 @@ from billing.core.settings import (
 )
 
 
+class _TableName:
+    """A model's table name, read from the environment when PynamoDB asks
+    (it compares it on every call), not when this module is imported: a
+    process that imports the models before its environment is complete (a
+    test session, a SnapStart snapshot) still reaches the right table."""
+
+    def __init__(self, variable: str) -> None:
+        self.variable = variable
+
+    def __get__(self, instance: object, owner: type | None = None) -> str:
+        # An unset variable yields a name no table has; the function's settings
+        # check reports it at cold start, before any request can reach DynamoDB.
+        return os.environ.get(self.variable) or f"unset-{self.variable}"
+
+
 def _table(variable: str) -> str:
-    # An unset variable yields a name no table has; the function's settings
-    # check reports it at cold start, before any request can reach DynamoDB.
-    return os.environ.get(variable) or f"unset-{variable}"
+    # Typed as the str PynamoDB reads; the descriptor answers on each access.
+    return _TableName(variable)  # type: ignore[return-value]
 
 
 def _region() -> str:

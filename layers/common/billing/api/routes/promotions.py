@@ -10,8 +10,8 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
 from billing.api import http
-from billing.api.models import documented
-from billing.api.schemas import error_responses
+from billing.api.models import ResponseModel
+from billing.api.schemas import error_responses, success
 from billing.core.currencies import ISO_4217
 from billing.core.errors import ValidationFailed
 from billing.promotions import codes as promotions
@@ -24,10 +24,10 @@ COUPON_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
 Percent = Annotated[float, Field(strict=True, gt=0, le=100, description="0 < percent_off <= 100, two decimals")]
 
 
-# -- response bodies (documentation; routes serialise their own JSON) ----------------
+# -- response bodies -------------------------------------------------------------------
 
 
-class Coupon(BaseModel):
+class Coupon(ResponseModel):
     id: str
     processor: str
     processor_id: str
@@ -51,7 +51,7 @@ class Coupon(BaseModel):
     deleted_at: str | None
 
 
-class PromotionCode(BaseModel):
+class PromotionCode(ResponseModel):
     id: str
     processor: str
     processor_id: str
@@ -71,12 +71,12 @@ class PromotionCode(BaseModel):
     updated_at: str
 
 
-class PromotionCodeList(BaseModel):
+class PromotionCodeList(ResponseModel):
     data: list[PromotionCode]
     next_cursor: str | None
 
 
-class PromotionCodeCheck(BaseModel):
+class PromotionCodeCheck(ResponseModel):
     valid: bool
     reason: Literal["not_found", "inactive", "expired", "max_redemptions_reached", "coupon_missing",
                     "customer_mismatch"] | None = Field(description="The first reason, in this order, or null")
@@ -151,23 +151,20 @@ class CheckPromotionCode(BaseModel):
     customer_id: str | None = Field(None, min_length=1, max_length=255, description="Check for this customer")
 
 
-# -- helpers ---------------------------------------------------------------------------
-
-
 # -- coupons ---------------------------------------------------------------------------
 
 
 @router.post("/v1/coupons", summary="Create a coupon (on the processor, then projected)", tags=["coupons"],
-             responses={201: documented(Coupon, "Created (or recorded by its webhook first, and merged)"),
+             responses={201: success("Created (or recorded by its webhook first, and merged)", etag=True),
                         **error_responses(400, 409, 422, 502)})
-def create_coupon(body: CreateCoupon) -> Response[str]:
-    return http.versioned(201, coupons.create(body.new(), http.actor(router)))
+def create_coupon(body: CreateCoupon) -> Response[Coupon]:
+    return http.versioned(Coupon, 201, coupons.create(body.new(), http.actor(router)))
 
 
 @router.get("/v1/coupons/<coupon_id>", summary="A coupon", tags=["coupons"],
-            responses={200: documented(Coupon, "The coupon"), **error_responses(404)})
-def get_coupon(coupon_id: str) -> Response[str]:
-    return http.versioned(200, coupons.get(http.path_param(router, "coupon_id", coupon_id)))
+            responses={200: success("The coupon", etag=True), **error_responses(404)})
+def get_coupon(coupon_id: str) -> Response[Coupon]:
+    return http.versioned(Coupon, 200, coupons.get(http.path_param(router, "coupon_id", coupon_id)))
 
 
 # -- promotion codes ------------------------------------------------------------------
@@ -175,14 +172,14 @@ def get_coupon(coupon_id: str) -> Response[str]:
 
 @router.post("/v1/promotion-codes", summary="Create a promotion code (on the processor, then projected)",
              tags=["promotion codes"],
-             responses={201: documented(PromotionCode, "Created (or recorded by its webhook first, and merged)"),
+             responses={201: success("Created (or recorded by its webhook first, and merged)", etag=True),
                         **error_responses(400, 404, 409, 422, 502)})
-def create_promotion_code(body: CreatePromotionCode) -> Response[str]:
-    return http.versioned(201, promotions.create(body.new(), http.actor(router)))
+def create_promotion_code(body: CreatePromotionCode) -> Response[PromotionCode]:
+    return http.versioned(PromotionCode, 201, promotions.create(body.new(), http.actor(router)))
 
 
 @router.get("/v1/promotion-codes", summary="List promotion codes", tags=["promotion codes"],
-            responses={200: documented(PromotionCodeList, "A page of promotion codes"), **error_responses(422)})
+            responses={200: success("A page of promotion codes"), **error_responses(422)})
 def list_promotion_codes(
     active: Annotated[bool | None, Query()] = None,
     code: Annotated[str | None, Query(min_length=1, max_length=500, pattern=CODE_PATTERN,
@@ -193,34 +190,35 @@ def list_promotion_codes(
     order: Annotated[Literal["asc", "desc"], Query()] = "asc",
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=4096)] = None,
-) -> Response[str]:
+) -> Response[PromotionCodeList]:
     data, next_cursor = listing.list_codes(active=active, code=code, coupon=coupon, sort=sort, order=order,
                                               limit=limit, cursor=cursor)
-    return http.json_response(200, {"data": data, "next_cursor": next_cursor})
+    return http.respond(PromotionCodeList, 200, {"data": data, "next_cursor": next_cursor})
 
 
 @router.get("/v1/promotion-codes/<promotion_code>", summary="A promotion code (by its id)",
             tags=["promotion codes"],
-            responses={200: documented(PromotionCode, "The promotion code"), **error_responses(404)})
-def get_promotion_code(promotion_code: str) -> Response[str]:
-    return http.versioned(200, promotions.get(http.path_param(router, "promotion_code", promotion_code)))
+            responses={200: success("The promotion code", etag=True), **error_responses(404)})
+def get_promotion_code(promotion_code: str) -> Response[PromotionCode]:
+    return http.versioned(PromotionCode, 200, promotions.get(http.path_param(router, "promotion_code", promotion_code)))
 
 
 @router.patch("/v1/promotion-codes/<promotion_code>", summary="Activate, deactivate or set metadata (by id)",
               tags=["promotion codes"],
-              responses={200: documented(PromotionCode, "Updated"), **error_responses(400, 404, 409, 412, 422, 502)})
-def patch_promotion_code(promotion_code: str, body: PatchPromotionCode) -> Response[str]:
+              responses={200: success("Updated", etag=True), **error_responses(400, 404, 409, 412, 422, 502)})
+def patch_promotion_code(promotion_code: str, body: PatchPromotionCode) -> Response[PromotionCode]:
     promotion_code_id = http.path_param(router, "promotion_code", promotion_code)
     expected = http.if_match(router)
     if expected is None:
         expected = body.lock_version
-    return http.versioned(200, promotions.update(promotion_code_id, active=body.active, metadata_update=body.metadata,
-                                       expected_version=expected, actor=http.actor(router)))
+    updated = promotions.update(promotion_code_id, active=body.active, metadata_update=body.metadata,
+                                expected_version=expected, actor=http.actor(router))
+    return http.versioned(PromotionCode, 200, updated)
 
 
 @router.post("/v1/promotion-codes/<promotion_code>/check", summary="Can this code be redeemed? (by code)",
              tags=["promotion codes"],
-             responses={200: documented(PromotionCodeCheck, "valid, or the first reason it is not"),
+             responses={200: success("valid, or the first reason it is not"),
                         **error_responses(400, 404, 422)})
 def check_promotion_code(
     promotion_code: str,
@@ -228,9 +226,9 @@ def check_promotion_code(
                                              description="Check for this customer (or give it in the body)")]
     = None,
     body: Annotated[CheckPromotionCode | None, Body()] = None,
-) -> Response[str]:
+) -> Response[PromotionCodeCheck]:
     from_body = body.customer_id if body is not None else None
     if customer_id is not None and from_body is not None and customer_id != from_body:
         raise ValidationFailed("customer_id differs between the query and the body", {"customer_id": "conflict"})
     code = http.path_param(router, "promotion_code", promotion_code)
-    return http.json_response(200, listing.check(code, customer_id or from_body))
+    return http.respond(PromotionCodeCheck, 200, listing.check(code, customer_id or from_body))

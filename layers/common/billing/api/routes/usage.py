@@ -10,8 +10,8 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
 from billing.api import http
-from billing.api.models import documented
-from billing.api.schemas import error_responses
+from billing.api.models import ResponseModel
+from billing.api.schemas import error_responses, success
 from billing.metering import intake, lifecycle, outbox, queries
 
 router = APIGatewayRouter()
@@ -22,7 +22,7 @@ EVENT_NAME = r"^[^\s\x00-\x1f\x7f]([^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$"
 MAX_VALUE = 2**53 - 1
 
 
-class StripeError(BaseModel):
+class StripeError(ResponseModel):
     """Derived from Stripe's answer; never its raw payload."""
 
     type: str
@@ -30,7 +30,7 @@ class StripeError(BaseModel):
     message: str | None = Field(description="At most 512 characters")
 
 
-class MeterEvent(BaseModel):
+class MeterEvent(ResponseModel):
     id: str
     identifier: str
     customer_id: str
@@ -47,7 +47,7 @@ class MeterEvent(BaseModel):
     updated_at: str
 
 
-class MeterEventList(BaseModel):
+class MeterEventList(ResponseModel):
     data: list[MeterEvent]
     next_cursor: str | None
 
@@ -90,35 +90,35 @@ class UsageReport(BaseModel):
 
 
 @router.put("/v1/usage/<identifier>", summary="Report usage (delivered to Stripe Meters asynchronously)",
-            tags=["usage"], responses={200: documented(MeterEvent, "Replay of the same request: the existing event"),
-                                       202: documented(MeterEvent, "Accepted: pending delivery to Stripe"),
+            tags=["usage"], responses={200: success("Replay of the same request: the existing event"),
+                                       202: success("Accepted: pending delivery to Stripe"),
                                        **error_responses(400, 404, 409, 422)})
-def put_usage(identifier: str, body: UsageReport) -> Response[str]:
+def put_usage(identifier: str, body: UsageReport) -> Response[MeterEvent]:
     row, created = intake.accept(http.path_param(router, "identifier", identifier), body.usage(), http.actor(router))
-    return http.json_response(202 if created else 200, row)
+    return http.respond(MeterEvent, 202 if created else 200, row)
 
 
 @router.get("/v1/usage/<identifier>", summary="A usage event", tags=["usage"],
-            responses={200: documented(MeterEvent, "The usage event"), **error_responses(404, 422)})
-def get_usage(identifier: str) -> Response[str]:
-    return http.json_response(200, outbox.get(http.path_param(router, "identifier", identifier)))
+            responses={200: success("The usage event"), **error_responses(404, 422)})
+def get_usage(identifier: str) -> Response[MeterEvent]:
+    return http.respond(MeterEvent, 200, outbox.get(http.path_param(router, "identifier", identifier)))
 
 
 @router.get("/v1/usage", summary="List usage events by status (failed: the dead-letter view) or customer",
-            tags=["usage"], responses={200: documented(MeterEventList, "A page, newest first"),
+            tags=["usage"], responses={200: success("A page, newest first"),
                                        **error_responses(422)})
 def list_usage(
     status: Annotated[Literal["pending", "reported", "failed"] | None, Query()] = None,
     customer_id: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=4096)] = None,
-) -> Response[str]:
+) -> Response[MeterEventList]:
     data, next_cursor = queries.list_usage(status=status, customer_id=customer_id, limit=limit, cursor=cursor)
-    return http.json_response(200, {"data": data, "next_cursor": next_cursor})
+    return http.respond(MeterEventList, 200, {"data": data, "next_cursor": next_cursor})
 
 
 @router.post("/v1/usage/<identifier>/retry", summary="Send a failed usage event again", tags=["usage"],
-             responses={202: documented(MeterEvent, "Pending again"), **error_responses(404, 409, 422)})
-def retry_usage(identifier: str) -> Response[str]:
+             responses={202: success("Pending again"), **error_responses(404, 409, 422)})
+def retry_usage(identifier: str) -> Response[MeterEvent]:
     identifier = http.path_param(router, "identifier", identifier)
-    return http.json_response(202, lifecycle.retry(identifier, http.actor(router)))
+    return http.respond(MeterEvent, 202, lifecycle.retry(identifier, http.actor(router)))

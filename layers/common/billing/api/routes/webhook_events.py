@@ -19,20 +19,20 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from pydantic import BaseModel, Field
 
 from billing.api import http
-from billing.api.models import documented
-from billing.api.schemas import error_responses
+from billing.api.models import ResponseModel
+from billing.api.schemas import error_responses, success
 from billing.webhooks import store
 
 router = APIGatewayRouter()
 
 
-class EventError(BaseModel):
+class EventError(ResponseModel):
     type: str
     code: str | None = None
     message: str = Field(max_length=512)
 
 
-class WebhookEvent(BaseModel):
+class WebhookEvent(ResponseModel):
     id: str = Field(examples=["evt_1Pgc76B7WZ01zgkWwyRHS12y"])
     type: str = Field(examples=["customer.updated"])
     created: int = Field(description="Stripe's `created`, unix seconds")
@@ -48,32 +48,32 @@ class WebhookEvent(BaseModel):
     next_attempt_at: str | None = Field(description="When a deferred event is tried again")
 
 
-class WebhookEventList(BaseModel):
+class WebhookEventList(ResponseModel):
     data: list[WebhookEvent]
     next_cursor: str | None
 
 
 @router.get("/v1/webhook-events/<event_id>", summary="A webhook event's processing state", tags=["webhooks"],
-            responses={200: documented(WebhookEvent, "The event"), **error_responses(404)})
-def get_webhook_event(event_id: str) -> WebhookEvent:
-    return WebhookEvent.model_validate(store.get(http.path_param(router, "event_id", event_id)))
+            responses={200: success("The event"), **error_responses(404)})
+def get_webhook_event(event_id: str) -> Response[WebhookEvent]:
+    return http.respond(WebhookEvent, 200, store.get(http.path_param(router, "event_id", event_id)))
 
 
 @router.get("/v1/webhook-events", summary="Failed (or deferred) webhook events, newest first", tags=["webhooks"],
-            responses={200: documented(WebhookEventList, "A page of events"), **error_responses(422)})
+            responses={200: success("A page of events"), **error_responses(422)})
 def list_webhook_events(
     status: Annotated[Literal["failed", "deferred"], Query(description="served by a sparse index")] = "failed",
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
-) -> WebhookEventList:
+) -> Response[WebhookEventList]:
     data, next_cursor = store.list_by_status(status, limit=limit, cursor=cursor)
-    return WebhookEventList(data=[WebhookEvent.model_validate(d) for d in data], next_cursor=next_cursor)
+    return http.respond(WebhookEventList, 200, {"data": data, "next_cursor": next_cursor})
 
 
 @router.post("/v1/webhook-events/<event_id>/replay", summary="Run a stored event again", tags=["webhooks"],
-             responses={202: documented(WebhookEvent, "Replay requested"), **error_responses(404)})
-def replay_webhook_event(event_id: str) -> Response[str]:
-    return http.json_response(202, store.replay(http.path_param(router, "event_id", event_id)))
+             responses={202: success("Replay requested"), **error_responses(404)})
+def replay_webhook_event(event_id: str) -> Response[WebhookEvent]:
+    return http.respond(WebhookEvent, 202, store.replay(http.path_param(router, "event_id", event_id)))
 
 
 # -- POST /v1/webhooks/stripe, served by the webhook function ---------------------------
