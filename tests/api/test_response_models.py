@@ -241,7 +241,7 @@ def resolve(event: dict[str, Any]) -> dict[str, Any]:
 
 def test_a_body_its_model_accepts_is_served_as_the_domain_returned_it(monkeypatch: pytest.MonkeyPatch) -> None:
     body = customer_body()
-    monkeypatch.setattr("billing.customers.records.fetch_or_create", lambda *args: (dict(body), True))
+    monkeypatch.setattr("billing.customers.create.fetch_or_create", lambda *args: (dict(body), True))
     result = resolve(sample("fetch_or_create_customer.json"))
     assert result["statusCode"] == 201, result["body"]
     # Every field as the domain returned it, none added (no null includes), none lost.
@@ -259,7 +259,7 @@ def test_embedded_projections_are_served_through_their_models(monkeypatch: pytes
 
 def _extra_top_level(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     body = customer_body(internal_note=SECRET)
-    monkeypatch.setattr("billing.customers.records.fetch_or_create", lambda *args: (body, True))
+    monkeypatch.setattr("billing.customers.create.fetch_or_create", lambda *args: (body, True))
     return sample("fetch_or_create_customer.json")
 
 
@@ -270,14 +270,14 @@ def _extra_nested(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
 
 def _extra_in_check(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    monkeypatch.setattr("billing.promotions.codes.check",
+    monkeypatch.setattr("billing.promotions.listing.check",
                         lambda *args: {"valid": True, "reason": None, "coupon_secret": SECRET})
     return sample("check_promotion_code.json")
 
 
 def _wrong_type(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     body = customer_body(email=[SECRET])
-    monkeypatch.setattr("billing.customers.records.fetch_or_create", lambda *args: (body, False))
+    monkeypatch.setattr("billing.customers.create.fetch_or_create", lambda *args: (body, False))
     return sample("fetch_or_create_customer.json")
 
 
