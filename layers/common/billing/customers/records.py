@@ -32,9 +32,9 @@ from billing.data.tables import (
     SubscriptionRow,
     connection,
 )
-from billing.processor import get_processor
+from billing.processor import get_processor, processor_name
 from billing.processor.errors import ProcessorFailure
-from billing.processor.mapping import processor_name, raise_for_processor
+from billing.processor.mapping import raise_for_processor
 
 RESERVED_METADATA = ("owner_type", "owner_id")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -30,6 +30,10 @@ MAX_STREAM_EVENTS: Final = 100
 class Processor(Protocol):
     """Stripe, as the billing code uses it. Keyword arguments throughout."""
 
+    # What rows record in their `processor` column ("stripe"; the Fake says
+    # "fake"), read by billing.processor.processor_name().
+    name: str
+
     def create_customer(
         self,
         *,

@@ -227,6 +227,8 @@ def _fingerprint(args: JSONDict) -> str:
 class FakeProcessor:
     """In-memory Stripe. Thread-safe; every result is a deep copy."""
 
+    name = "fake"
+
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._lock = threading.RLock()
         self._clock = clock

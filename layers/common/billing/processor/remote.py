@@ -45,6 +45,8 @@ def _crash() -> None:
 
 
 class RemoteFakeProcessor:
+    name = "fake"
+
     def __init__(self, url: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
         if urlsplit(url).scheme not in ("http", "https"):
             # urlopen would also open file:// and others; this is an HTTP client.

@@ -46,9 +46,9 @@ from billing.customers import records as customers
 from billing.data import ledger
 from billing.data.ledger import Actor
 from billing.data.tables import PromotionCodeGuardRow, PromotionCodeRow, connection
-from billing.processor import get_processor
+from billing.processor import get_processor, processor_name
 from billing.processor.errors import ProcessorFailure
-from billing.processor.mapping import processor_name, raise_for_processor
+from billing.processor.mapping import raise_for_processor
 from billing.promotions import columns, coupons
 
 CODE = re.compile(r"^[A-Za-z0-9-]{1,500}$")

@@ -30,9 +30,9 @@ from billing.customers import records as customers
 from billing.data import ledger
 from billing.data.ledger import Actor
 from billing.data.tables import CouponRow, connection
-from billing.processor import get_processor
+from billing.processor import get_processor, processor_name
 from billing.processor.errors import ProcessorFailure
-from billing.processor.mapping import processor_name, raise_for_processor
+from billing.processor.mapping import raise_for_processor
 from billing.promotions import columns
 
 DURATIONS = ("once", "repeating", "forever")
