@@ -76,7 +76,7 @@ def install_fake_processor(url: str) -> None:
     client (devstack.fake_stripe) also carries the scripted crash: it ends this
     worker process, as a Lambda killed mid-invocation."""
     from billing.processor import set_processor
-    from billing.processor.remote import RemoteFakeProcessor
+    from devstack.fake_stripe.remote import RemoteFakeProcessor
 
     set_processor(RemoteFakeProcessor(url))
 

@@ -11,9 +11,8 @@ import pytest
 from billing.core import settings as config
 from billing.core.errors import ConfigurationError
 from billing.processor import get_processor, processor_name, set_processor
-from billing.processor.fake import FakeProcessor
-from billing.processor.remote import RemoteFakeProcessor
 from billing.processor.stripe_processor import StripeProcessor
+from devstack.fake_stripe import FakeProcessor, RemoteFakeProcessor
 
 ENV = ("PROCESSOR", "FAKE_PROCESSOR_URL", "STRIPE_API_KEY_PARAM", "STRIPE_API_BASE", "STRIPE_METER_EVENTS_BASE")
 

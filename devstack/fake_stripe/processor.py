@@ -35,7 +35,6 @@ from billing.processor.base import (
     rfc3339,
     unix_seconds,
 )
-from billing.processor.countries import ISO_3166_ALPHA2
 from billing.processor.errors import (
     API_ERROR,
     INVALID_REQUEST,
@@ -45,7 +44,8 @@ from billing.processor.errors import (
     TIMEOUT,
     ProcessorFailure,
 )
-from billing.processor.shapes import SHAPES
+from devstack.fake_stripe.countries import ISO_3166_ALPHA2
+from devstack.fake_stripe.shapes import SHAPES
 
 # The DESIGN's local control route scripts faults for "report_meter_event"
 # (the outbox's name for delivering usage); it means whichever of the two
