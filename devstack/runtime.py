@@ -2,6 +2,11 @@
 environment (the template's variables, nothing leaked from the developer's
 shell but PATH and friends), `app.handler` imported from its CodeUri with the
 layer on sys.path. Several warm workers per function serve concurrent calls.
+
+Without a Stripe key the stack hands each runtime the URL of its shared Fake:
+every worker installs a client of it (billing.processor.set_processor) before
+it imports the handler, so the layer, which builds only the StripeProcessor,
+never learns the Fake exists.
 """
 
 from __future__ import annotations
@@ -64,8 +69,21 @@ _name = ""
 _memory = 128
 
 
+def install_fake_processor(url: str) -> None:
+    """Make this process's functions use the stack's shared Fake at `url`.
+
+    Called with the layer on sys.path, before the handler is imported. The
+    client (devstack.fake_stripe) also carries the scripted crash: it ends this
+    worker process, as a Lambda killed mid-invocation."""
+    from billing.processor import set_processor
+    from devstack.fake_stripe.remote import RemoteFakeProcessor
+
+    set_processor(RemoteFakeProcessor(url))
+
+
 def _worker_init(code_dir: str, layer_dirs: list[str], handler: str, env: dict[str, str],
-                 name: str, memory: int, log_path: str | None = None) -> None:
+                 name: str, memory: int, log_path: str | None = None,
+                 fake_processor_url: str | None = None) -> None:
     global _handler, _init_error, _name, _memory
     if log_path:
         # Everything the function prints, at the descriptor level (what
@@ -87,6 +105,8 @@ def _worker_init(code_dir: str, layer_dirs: list[str], handler: str, env: dict[s
     module_name, _, attr = handler.rpartition(".")
     _name, _memory = name, memory
     try:
+        if fake_processor_url:
+            install_fake_processor(fake_processor_url)
         module = importlib.import_module(module_name)
         _handler = getattr(module, attr)
     except Exception as exc:  # noqa: BLE001 - reported as Lambda reports an init error
@@ -125,9 +145,11 @@ class FunctionRuntime:
     """A pool of warm workers for one function; thread-safe `invoke`."""
 
     def __init__(self, spec: FunctionSpec, extra_env: dict[str, str], concurrency: int = 4,
-                 log_path: str | None = None) -> None:
+                 log_path: str | None = None, *, fake_processor_url: str | None = None) -> None:
         self.spec = spec
         self.log_path = log_path
+        # Set: the stack's shared Fake, installed in every worker (install_fake_processor).
+        self.fake_processor_url = fake_processor_url
         self.name = spec.environment.get("AWS_LAMBDA_FUNCTION_NAME", spec.logical_id)
         self.env = {
             "AWS_LAMBDA_FUNCTION_NAME": self.name,
@@ -156,7 +178,8 @@ class FunctionRuntime:
                     mp_context=multiprocessing.get_context("spawn"),
                     initializer=_worker_init,
                     initargs=(str(self.spec.code_dir), [str(p) for p in self.spec.layer_dirs],
-                              self.spec.handler, self.env, self.name, self.spec.memory, self.log_path),
+                              self.spec.handler, self.env, self.name, self.spec.memory, self.log_path,
+                              self.fake_processor_url),
                 )
             return self._pool
 

@@ -117,7 +117,8 @@ class LocalStack:
         for spec in self.functions:
             self.runtimes[spec.logical_id] = FunctionRuntime(
                 spec, env, self.settings.concurrency,
-                str(self.settings.function_log) if self.settings.function_log else None)
+                str(self.settings.function_log) if self.settings.function_log else None,
+                fake_processor_url=self.fake_processor_url)
         self.gateway.set_routes([r for f in self.functions for r in f.routes])
         self._register_local_routes()
         if self.fake_stripe is not None:
@@ -159,6 +160,15 @@ class LocalStack:
         assert self.gateway is not None
         return self.gateway.url
 
+    @property
+    def fake_processor_url(self) -> str | None:
+        """Where function workers reach the shared Fake (None: real Stripe).
+        Handed to each FunctionRuntime, which installs it in every worker."""
+        if self.fake_stripe is None:
+            return None
+        assert self.gateway is not None
+        return self.gateway.url + RPC_PATH
+
     def function_env(self) -> dict[str, str]:
         """What the stack adds to each function's template environment."""
         assert self.moto is not None
@@ -172,12 +182,9 @@ class LocalStack:
             # No X-Ray daemon and no CloudWatch agent on a laptop.
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_DISABLED": "true",
+            # Lets the Fake's client end a worker on a scripted crash.
             "BILLING_LOCAL_STACK": "1",
         }
-        if self.fake_stripe is not None:
-            assert self.gateway is not None
-            env["PROCESSOR"] = "fake"
-            env["FAKE_PROCESSOR_URL"] = self.gateway.url + RPC_PATH
         env.update(self.settings.extra_env)
         return env
 

@@ -60,7 +60,7 @@ FORBIDDEN_IN_LOGS = ("whsec_", "sk_test_", "sk_live_", "rk_live_", '"pending_web
 
 
 def forbidden_log_fragments() -> list[str]:
-    from billing.processor.fake import TEST_CARDS
+    from devstack.fake_stripe import TEST_CARDS
 
     return [*FORBIDDEN_IN_LOGS, *(card.fingerprint for card in TEST_CARDS.values())]
 

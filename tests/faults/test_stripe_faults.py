@@ -5,7 +5,7 @@ same crash on the API's customer create.
 
 The crash is real: the Fake answers a scripted `crash` fault only after the
 call took effect, and the calling function's worker process exits on the
-spot (billing.processor.remote, local stack only). The runtime reports the
+spot (devstack/fake_stripe/remote.py, local stack only). The runtime reports the
 dead worker as a function error, the event source retries, and the resend
 carries the same identifier (or idempotency key), so Stripe takes it once.
 

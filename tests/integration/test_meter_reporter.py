@@ -191,9 +191,10 @@ def test_the_dead_letter_view_pages_through_every_failed_row_newest_first(stack:
 
 def _run_meter_error_worker(stack: LocalStack, event_id: str) -> int:
     env = {**os.environ, **stack.runtimes["ApiFunction"].env, "PYTHONPATH": f"{ROOT / 'layers/common'}:{ROOT}"}
+    assert stack.fake_processor_url is not None
     out = subprocess.run(  # noqa: S603 - our own worker script
         [sys.executable, str(ROOT / "tests/integration/meter_error_worker.py"), event_id,
-         "v1.billing.meter.error_report_triggered"],
+         "v1.billing.meter.error_report_triggered", stack.fake_processor_url],
         env=env, capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     return int(json.loads(out.stdout.strip().splitlines()[-1])["moved"])

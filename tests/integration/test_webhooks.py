@@ -327,8 +327,10 @@ def test_logs_never_carry_the_secret_the_signature_or_the_body(stack: LocalStack
                                                                capfd: pytest.CaptureFixture[str]) -> None:
     # Fresh workers spawned inside this test write to the captured stdout/stderr.
     specs = {f.logical_id: f for f in stack.functions}
-    hook = FunctionRuntime(specs["WebhookFunction"], stack.function_env(), concurrency=1)
-    processor = FunctionRuntime(specs["WebhookProcessorFunction"], stack.function_env(), concurrency=1)
+    hook = FunctionRuntime(specs["WebhookFunction"], stack.function_env(), concurrency=1,
+                           fake_processor_url=stack.fake_processor_url)
+    processor = FunctionRuntime(specs["WebhookProcessorFunction"], stack.function_env(), concurrency=1,
+                                fake_processor_url=stack.fake_processor_url)
     marker = f"pii-marker-{uid()}@example.com"
     body = event("customer.updated", {"object": "customer", "email": marker, "name": marker})  # no id: fails
     payload = json.dumps(body).encode()

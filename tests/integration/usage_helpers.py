@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
-from billing.processor.fake import FakeProcessor
+from devstack.fake_stripe import FakeProcessor
 from devstack.stack import LocalStack
 from tests.conftest import Client
 

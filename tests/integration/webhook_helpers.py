@@ -18,7 +18,7 @@ from typing import Any
 import requests
 import stripe
 
-from billing.processor.fake import FakeProcessor
+from devstack.fake_stripe import FakeProcessor
 from devstack.stack import LocalStack
 from tests.conftest import FIXTURES, WEBHOOK_SECRETS, Client
 

@@ -13,9 +13,7 @@ from typing import Any
 import pytest
 
 from billing.processor.base import Processor
-from billing.processor.fake import FakeProcessor
-from billing.processor.remote import RemoteFakeProcessor
-from billing.processor.rpc import FakeProcessorServer
+from devstack.fake_stripe import FakeProcessor, FakeProcessorServer, RemoteFakeProcessor
 
 # CI checks out shared/ beside the repository.
 FIXTURES_PATH = Path(__file__).resolve().parents[2].parent / "shared" / "stripe-fixtures" / "objects.json"

@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 
 from billing.processor.errors import NETWORK, ProcessorFailure
-from billing.processor.fake import FakeProcessor, ProcessCrash
-from billing.processor.remote import CRASH_EXIT_CODE, LOCAL_STACK_ENV, RemoteFakeProcessor
-from billing.processor.rpc import FakeProcessorServer, dispatch
+from devstack.fake_stripe import FakeProcessor, FakeProcessorServer, ProcessCrash, dispatch
+from devstack.fake_stripe.remote import CRASH_EXIT_CODE, LOCAL_STACK_ENV, RemoteFakeProcessor
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,10 +51,10 @@ def test_outside_the_local_stack_a_crash_answer_is_a_lost_response_not_an_exit(
 
 def test_a_local_stack_worker_exits_on_the_spot(fake: FakeProcessor, fake_server: FakeProcessorServer) -> None:
     fake.add_fault("create_customer", 0, crash=True)
-    code = ("from billing.processor.remote import RemoteFakeProcessor; "
+    code = ("from devstack.fake_stripe.remote import RemoteFakeProcessor; "
             f"RemoteFakeProcessor({fake_server.url!r}).create_customer("
             "idempotency_key='k3', email=None, name=None, metadata={}); print('survived')")
-    env = {**os.environ, LOCAL_STACK_ENV: "1", "PYTHONPATH": str(ROOT / "layers" / "common")}
+    env = {**os.environ, LOCAL_STACK_ENV: "1", "PYTHONPATH": f"{ROOT / 'layers' / 'common'}:{ROOT}"}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,  # noqa: S603
                             timeout=60, check=False)
     assert result.returncode == CRASH_EXIT_CODE, result.stderr

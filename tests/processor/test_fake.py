@@ -13,9 +13,14 @@ from hypothesis import strategies as st
 
 from billing.processor.base import PROCESSOR_METHODS, Processor, rfc3339
 from billing.processor.errors import ProcessorFailure
-from billing.processor.fake import NETWORK_FAULT, TEST_CARDS, FakeProcessor
-from billing.processor.remote import RemoteFakeProcessor
-from billing.processor.rpc import FakeProcessorServer, dispatch
+from devstack.fake_stripe import (
+    NETWORK_FAULT,
+    TEST_CARDS,
+    FakeProcessor,
+    FakeProcessorServer,
+    RemoteFakeProcessor,
+    dispatch,
+)
 
 from .conftest import Clock
 

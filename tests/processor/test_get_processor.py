@@ -1,4 +1,5 @@
-"""get_processor(): which implementation a function gets, from its environment."""
+"""get_processor(): the StripeProcessor the layer builds, unless a processor (the
+Fake) was installed with set_processor(); processor_name() says which."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ import pytest
 
 from billing.core import settings as config
 from billing.core.errors import ConfigurationError
-from billing.processor import get_processor, set_processor
-from billing.processor.fake import FakeProcessor
-from billing.processor.remote import RemoteFakeProcessor
+from billing.processor import get_processor, processor_name, set_processor
 from billing.processor.stripe_processor import StripeProcessor
+from devstack.fake_stripe import FakeProcessor, RemoteFakeProcessor
 
 ENV = ("PROCESSOR", "FAKE_PROCESSOR_URL", "STRIPE_API_KEY_PARAM", "STRIPE_API_BASE", "STRIPE_METER_EVENTS_BASE")
 
@@ -50,19 +50,23 @@ def ssm(monkeypatch: pytest.MonkeyPatch) -> FakeSSM:
     return fake_ssm
 
 
-def test_fake_without_url_is_one_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_environment_cannot_select_the_fake(monkeypatch: pytest.MonkeyPatch, ssm: FakeSSM) -> None:
+    # The variables the layer once read to build a Fake mean nothing now.
     monkeypatch.setenv("PROCESSOR", "fake")
-    processor = get_processor()
-    assert isinstance(processor, FakeProcessor)
-    assert get_processor() is processor
-
-
-def test_fake_with_url_is_the_shared_remote_fake(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PROCESSOR", "FAKE")
     monkeypatch.setenv("FAKE_PROCESSOR_URL", "http://127.0.0.1:4010/")
     processor = get_processor()
+    assert isinstance(processor, StripeProcessor)
+    assert processor_name() == "stripe"
+
+
+def test_an_installed_remote_fake_is_the_shared_fake() -> None:
+    installed = RemoteFakeProcessor("http://127.0.0.1:4010/")
+    set_processor(installed)
+    processor = get_processor()
+    assert processor is installed
     assert isinstance(processor, RemoteFakeProcessor)
     assert processor.url == "http://127.0.0.1:4010/"
+    assert get_processor() is processor
 
 
 def test_stripe_is_the_default_with_the_key_from_ssm(monkeypatch: pytest.MonkeyPatch,
@@ -86,16 +90,27 @@ def test_a_rotated_key_rebuilds_the_client(ssm: FakeSSM) -> None:
     assert isinstance(second, StripeProcessor) and second.api_key == "sk_test_two"
 
 
-def test_missing_configuration_fails_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_configuration_fails_with_one_line() -> None:
     with pytest.raises(ConfigurationError, match="STRIPE_API_KEY_PARAM"):
         get_processor()
-    monkeypatch.setenv("PROCESSOR", "paypal")
-    with pytest.raises(ConfigurationError, match="PROCESSOR"):
-        get_processor()
 
 
-def test_set_processor_overrides_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PROCESSOR", "paypal")
+def test_set_processor_installs_a_processor_until_removed() -> None:
     mine = FakeProcessor()
     set_processor(mine)
     assert get_processor() is mine
+    set_processor(None)
+    with pytest.raises(ConfigurationError, match="STRIPE_API_KEY_PARAM"):
+        get_processor()  # removed: the StripeProcessor again
+
+
+def test_processor_name_is_the_installed_processors_without_building_stripe(ssm: FakeSSM) -> None:
+    assert processor_name() == "stripe"
+    assert ssm.calls == []  # no key fetched, no client built
+    set_processor(FakeProcessor())
+    assert processor_name() == "fake"
+    set_processor(RemoteFakeProcessor("http://127.0.0.1:4010/"))
+    assert processor_name() == "fake"
+    set_processor(None)
+    assert processor_name() == "stripe"
+    assert processor_name() == get_processor().name == "stripe"

@@ -35,9 +35,9 @@ from billing.data.ledger import Actor
 from billing.data.reads import find
 from billing.data.tables import CustomerRow, GuardRow, connection
 from billing.data.transactions import retry_on_conflict
-from billing.processor import get_processor
+from billing.processor import get_processor, processor_name
 from billing.processor.errors import ProcessorFailure
-from billing.processor.mapping import processor_name, raise_for_processor
+from billing.processor.mapping import raise_for_processor
 
 
 def _owner_claim(processor: str, owner_type: str, owner_id: str) -> tuple[GuardRow | None, int]:

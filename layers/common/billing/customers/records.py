@@ -22,7 +22,7 @@ from billing.data.tables import (
     hash_key_name,
     key_names,
 )
-from billing.processor.mapping import processor_name
+from billing.processor import processor_name
 
 # -- serialisation ------------------------------------------------------------------
 

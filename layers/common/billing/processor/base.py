@@ -1,9 +1,11 @@
 """The processor interface: what the billing code may ask of Stripe.
 
-One interface, three implementations: StripeProcessor (the real API),
+One interface. The layer implements it once, StripeProcessor (the real API);
+the Fake, outside the layer in devstack/fake_stripe/, implements it twice:
 FakeProcessor (in memory, for tests and the local stack) and
 RemoteFakeProcessor (one shared Fake reached over HTTP, so the local stack's
-functions, each in its own process, see the same Stripe).
+functions, each in its own process, see the same Stripe). Tests and the
+local stack install those with billing.processor.set_processor().
 
 Every method returns plain JSON-able dicts shaped like Stripe's objects, never
 SDK objects: rows store them as `data`, tests compare them, and the RPC hop
@@ -29,6 +31,10 @@ MAX_STREAM_EVENTS: Final = 100
 @runtime_checkable
 class Processor(Protocol):
     """Stripe, as the billing code uses it. Keyword arguments throughout."""
+
+    # What rows record in their `processor` column ("stripe"; the Fake says
+    # "fake"), read by billing.processor.processor_name().
+    name: str
 
     def create_customer(
         self,

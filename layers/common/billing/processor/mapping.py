@@ -1,18 +1,12 @@
-"""How domain code talks to the processor: which one is configured, and how
-its failures become domain errors (the caller never sees a processor payload)."""
+"""How the processor's failures become domain errors (the caller never sees a
+processor payload). Which processor is configured: billing.processor.processor_name."""
 
 from __future__ import annotations
 
-import os
 from typing import NoReturn
 
 from billing.core.errors import NotFound, ProcessorError, ValidationFailed
 from billing.processor.errors import ProcessorFailure
-
-
-def processor_name() -> str:
-    """The `processor` column of rows this deployment creates."""
-    return "fake" if os.environ.get("PROCESSOR", "stripe").strip().lower() == "fake" else "stripe"
 
 
 def raise_for_processor(failure: ProcessorFailure) -> NoReturn:

@@ -39,6 +39,8 @@ DEFAULT_TIMEOUT_SECONDS = 10.0
 
 
 class StripeProcessor:
+    name = "stripe"
+
     def __init__(
         self,
         api_key: str,

@@ -49,9 +49,9 @@ from billing.data.ledger import Actor
 from billing.data.reads import whole
 from billing.data.tables import PromotionCodeRow, connection
 from billing.data.transactions import CONFLICT_RETRIES, Retry, retry_on_conflict
-from billing.processor import get_processor
+from billing.processor import get_processor, processor_name
 from billing.processor.errors import ProcessorFailure
-from billing.processor.mapping import processor_name, raise_for_processor
+from billing.processor.mapping import raise_for_processor
 from billing.promotions import columns, coupons
 from billing.promotions.guards import GUARD_PREFIX, add_code_guard, code_key, duplicate_code, guard
 from billing.promotions.recording import Recording, record

@@ -25,9 +25,9 @@ from billing.data import reads
 from billing.data.ledger import Actor
 from billing.data.reads import whole
 from billing.data.tables import CouponRow
-from billing.processor import get_processor
+from billing.processor import get_processor, processor_name
 from billing.processor.errors import ProcessorFailure
-from billing.processor.mapping import processor_name, raise_for_processor
+from billing.processor.mapping import raise_for_processor
 from billing.promotions import columns
 from billing.promotions.recording import Recording, record
 

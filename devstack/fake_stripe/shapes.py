@@ -2,8 +2,8 @@
 
 Copied unchanged from the project's Stripe fixtures (shared/stripe-fixtures/
 objects.json, itself taken from `openapi/fixtures3.json` in Stripe's public
-OpenAPI repository, MIT licensed). They live in the package because the layer
-must not read anything outside itself at run time. The Fake deep-copies one
+OpenAPI repository, MIT licensed). They are kept here as code, so the Fake
+reads nothing outside the repository at run time. The Fake deep-copies one
 and overwrites what it knows, so every field a real response has is present.
 """
 

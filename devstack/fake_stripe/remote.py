@@ -1,8 +1,10 @@
 """RemoteFakeProcessor: the Processor interface over HTTP to a shared Fake.
 
 The local stack's functions run in separate processes; each uses this client
-to reach the one FakeProcessor the stack serves (see rpc.py). Only the
-standard library is used: the layer gains no dependency for a dev-only path.
+to reach the one FakeProcessor the stack serves (see rpc.py): the stack's
+runtime installs it in every worker with billing.processor.set_processor
+before the handler is imported (devstack/runtime.py). Only the standard
+library is used, so a worker needs nothing the layer does not have.
 A ProcessorFailure raised by the Fake is raised again here with the same
 fields, so callers cannot tell the hop is there; not reaching the Fake at all
 is a transient network failure, as not reaching Stripe would be.
@@ -12,9 +14,9 @@ A scripted crash (FakeProcessor.add_fault(..., crash=True)) arrives as
 local stack turns the dead worker into a function error and the event
 source retries, which is how a real crash between the Stripe call and the
 DynamoDB write plays out on Lambda. This can only happen in the local stack:
-deployed functions run with PROCESSOR=stripe and never build this class,
-and the exit also requires BILLING_LOCAL_STACK=1, which only the local
-stack's runtime sets (elsewhere the answer is a lost response).
+this module is not in the deployed layer, and the exit also requires
+BILLING_LOCAL_STACK=1, which only the local stack's runtime sets (elsewhere
+the answer is a lost response).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ def _crash() -> None:
 
 
 class RemoteFakeProcessor:
+    name = "fake"
+
     def __init__(self, url: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
         if urlsplit(url).scheme not in ("http", "https"):
             # urlopen would also open file:// and others; this is an HTTP client.

@@ -30,7 +30,8 @@ from typing import Any
 
 from billing.processor.base import PROCESSOR_METHODS, JSONDict
 from billing.processor.errors import ProcessorFailure
-from billing.processor.fake import FakeProcessor, ProcessCrash
+from devstack.fake_stripe.faults import ProcessCrash
+from devstack.fake_stripe.processor import FakeProcessor
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,9 @@
 """The Fake processor, hosted by the local stack for every function.
 
 Functions run in their own processes, so they reach the one FakeProcessor
-through `POST /_local/fake-stripe/rpc` (billing.processor.remote); the other
-routes are the control surface of DESIGN.md section 6.
+through `POST /_local/fake-stripe/rpc` (remote.py, installed in each worker by
+devstack/runtime.py); the other routes are the control surface of DESIGN.md
+section 6.
 """
 
 from __future__ import annotations
@@ -10,21 +11,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import sys
 import time
 import urllib.error
 import urllib.request
 from typing import Any
 
+from devstack.fake_stripe import rpc
+from devstack.fake_stripe.processor import FakeProcessor
 from devstack.gateway import LocalRequest, Router
-from devstack.template import ROOT_LAYER
-
-# The Fake lives in the layer's package, which the stack itself imports.
-if str(ROOT_LAYER) not in sys.path:
-    sys.path.insert(0, str(ROOT_LAYER))
-
-from billing.processor import rpc
-from billing.processor.fake import FakeProcessor
 
 RPC_PATH = "/_local/fake-stripe/rpc"
 
