@@ -304,8 +304,9 @@ class WebhookEventRow(Model):
     """One row per Stripe event id: the raw body as it was signed (kept for
     replay) and where its processing stands.
 
-    The webhook function writes it once with a plain PutItem (attribute names
-    as here, billing.webhooks.ingest); afterwards only the processor and the
+    The webhook function or the EventBridge inbound function writes it once
+    with a plain PutItem (attribute names as here, billing.webhooks.inbox);
+    afterwards only the processor and the
     replay route update it. `run` counts processing requests (the insert is
     run 0; a replay or re-drive adds one and sets `run_reason`, which is what
     the stream filter lets through), so a stale stream record can tell that a
@@ -323,9 +324,10 @@ class WebhookEventRow(Model):
     type = UnicodeAttribute()
     created = NumberAttribute()  # Stripe's `created`, unix seconds
     livemode = BooleanAttribute(null=True)
-    object_id = UnicodeAttribute(null=True)  # data.object.id, when the event has one
+    object_id = UnicodeAttribute(null=True)  # data.object.id (thin events: related_object.id)
     body = UnicodeAttribute()  # the raw body; never returned by the API, never logged
     received_at = UnicodeAttribute()
+    received_via = UnicodeAttribute(null=True)  # webhook | eventbridge: the path that stored it first
     updated_at = UnicodeAttribute(null=True)
     processed_at = UnicodeAttribute(null=True)
     status = UnicodeAttribute()  # received, processed, ignored, stale, deferred, failed

@@ -17,19 +17,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 import threading
 import time
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-import boto3
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities import parameters
-from botocore.exceptions import ClientError
 
-from billing.core import clock
 from billing.core.errors import (
     BadRequest,
     ConfigurationError,
@@ -40,8 +34,8 @@ from billing.core.errors import (
 )
 from billing.core.observability import logger, metrics
 from billing.core.settings import WebhookIngestSettings, load
-from billing.data.cancellation import retryable_dynamodb_code
-from billing.webhooks import signature
+from billing.webhooks import inbox, signature
+from billing.webhooks.inbox import Delivery
 
 MAX_BODY_BYTES = 256 * 1024
 # Secrets are cached this long; a rotation is picked up within five minutes
@@ -51,26 +45,10 @@ SECRETS_MAX_AGE_SECONDS = 300
 # the cache was filled: re-read SSM, but at most this often, so a flood of
 # forged requests cannot turn into a flood of SSM calls.
 FORCED_REFRESH_INTERVAL_SECONDS = 60
-MAX_ID_LENGTH = 255
-# billing.data.tables.WEBHOOK_EVENTS_TABLE, spelled out: importing billing.data.tables
-# would load PynamoDB on this path.
-
-_IDENTIFIER = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces
 _lock = threading.Lock()
-_client: Any = None
 _last_forced_refresh = 0.0
 
-
-@dataclass(frozen=True)
-class Delivery:
-    """What the ack path reads from a verified body; the rest waits for the processor."""
-
-    id: str
-    type: str
-    created: int
-    livemode: bool | None
-    object_id: str | None
-    body: str
+__all__ = ["Delivery", "handle", "parse", "store", "verify"]
 
 
 # -- HTTP ------------------------------------------------------------------------------
@@ -174,20 +152,7 @@ def verify(raw: bytes, signature_header: str | None) -> None:
     raise InvalidSignature(f"the Stripe-Signature header does not verify: {reason}")
 
 
-# -- the event -------------------------------------------------------------------------
-
-
-def _unix_seconds(value: Any) -> int | None:
-    """Stripe's `created`: unix seconds (snapshot events) or RFC 3339 (thin events)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, str) and value:
-        try:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-        except ValueError:
-            return None
-        return int(moment.timestamp()) if moment.tzinfo is not None else None
-    return None
+# -- the event and its storage (billing.webhooks.inbox, shared with EventBridge) ---------
 
 
 def parse(raw: bytes) -> Delivery:
@@ -198,78 +163,10 @@ def parse(raw: bytes) -> Delivery:
         raise BadRequest("the webhook body is not JSON") from None
     if not isinstance(doc, dict):
         raise BadRequest("the webhook body is not a JSON object")
-    problems: dict[str, str] = {}
-    event_id, event_type = doc.get("id"), doc.get("type")
-    if not isinstance(event_id, str) or not _IDENTIFIER.match(event_id) or len(event_id) > MAX_ID_LENGTH:
-        problems["id"] = "must be a Stripe event id"
-    if not isinstance(event_type, str) or not _IDENTIFIER.match(event_type) or len(event_type) > MAX_ID_LENGTH:
-        problems["type"] = "must be a Stripe event type"
-    created = _unix_seconds(doc.get("created"))
-    if created is None:
-        problems["created"] = "must be unix seconds or an RFC 3339 time"
-    livemode = doc.get("livemode")
-    if livemode is not None and not isinstance(livemode, bool):
-        problems["livemode"] = "must be a boolean"
-    object_id: str | None = None
-    if "data" in doc:
-        data = doc["data"]
-        obj = data.get("object") if isinstance(data, dict) else None
-        if not isinstance(obj, dict):
-            problems["data.object"] = "must be an object"
-        else:
-            raw_id = obj.get("id")
-            if raw_id is not None and (not isinstance(raw_id, str) or not raw_id):
-                problems["data.object.id"] = "must be a string"
-            elif isinstance(raw_id, str):
-                object_id = raw_id
-    if problems or not isinstance(event_id, str) or not isinstance(event_type, str) or created is None:
-        raise BadRequest(f"malformed Stripe event: {', '.join(sorted(problems))}", {"fields": problems})
-    return Delivery(event_id, event_type, created, livemode, object_id, raw.decode("utf-8"))
-
-
-# -- storage ---------------------------------------------------------------------------
-
-
-def _dynamodb() -> Any:
-    global _client
-    with _lock:
-        if _client is None:
-            # Endpoint from AWS_ENDPOINT_URL_DYNAMODB when set (the local stack).
-            _client = boto3.client("dynamodb")
-        return _client
+    # The raw text is stored exactly as Stripe signed it.
+    return inbox.read(doc, raw.decode("utf-8"))
 
 
 def store(delivery: Delivery) -> bool:
     """One conditional PutItem. True if stored, False if this id was already stored."""
-    now = clock.iso()
-    item: dict[str, Any] = {
-        "pk": {"S": delivery.id},
-        "type": {"S": delivery.type},
-        "created": {"N": str(delivery.created)},
-        "body": {"S": delivery.body},
-        "received_at": {"S": now},
-        "updated_at": {"S": now},
-        "status": {"S": "received"},
-        "attempts": {"N": "0"},
-        "run": {"N": "0"},
-        "replays": {"N": "0"},
-        "deferrals": {"N": "0"},
-    }
-    if delivery.livemode is not None:
-        item["livemode"] = {"BOOL": delivery.livemode}
-    if delivery.object_id is not None:
-        item["object_id"] = {"S": delivery.object_id}
-    try:
-        _dynamodb().put_item(TableName=load(WebhookIngestSettings).webhook_events_table, Item=item,
-                             ConditionExpression="attribute_not_exists(pk)")
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-            return False
-        code = retryable_dynamodb_code(exc)
-        if code is None:
-            raise
-        # Throttled past botocore's retries: nothing was stored, so the
-        # delivery is answered 503 and Stripe sends it again later.
-        logger.warning("webhook not stored: DynamoDB unavailable", extra={"event_id": delivery.id, "code": code})
-        raise Unavailable("the event could not be stored now; deliver it again shortly") from None
-    return True
+    return inbox.put_once(delivery, load(WebhookIngestSettings).webhook_events_table, via="webhook")
