@@ -58,6 +58,9 @@ class Context:
     row: WebhookEventRow
     event: dict[str, Any]
     refetched: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # The type the event is applied as, when not the row's own: a thin
+    # `v1.customer.updated` is applied (and recorded) as `customer.updated`.
+    applied_as: str | None = None
 
     @property
     def id(self) -> str:
@@ -65,7 +68,7 @@ class Context:
 
     @property
     def type(self) -> str:
-        return str(self.row.type)
+        return self.applied_as or str(self.row.type)
 
     @property
     def created(self) -> int:

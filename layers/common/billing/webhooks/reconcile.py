@@ -3,7 +3,8 @@
 The record only says which event and which run; the row (read consistently)
 says whether there is still work to do (store.should_run) and holds the raw
 body. The body's type picks a handler from HANDLERS; a type without one is
-`ignored`. A handler reconciles `data.object` against its projection row:
+`ignored`. A thin event (no `data`) of a projected type is applied as its
+snapshot type with the object fetched from the processor (thin.py). A handler reconciles `data.object` against its projection row:
 
 - created strictly older than the row's watermark (last_stripe_event_ts):
   `stale`, nothing changes;
@@ -30,9 +31,10 @@ from typing import Any
 
 from billing.core.errors import DomainError
 from billing.core.observability import logger
+from billing.data.tables import WebhookEventRow
 from billing.metering.meter_errors import METER_ERROR_EVENT_TYPES, handle_meter_error_event
 from billing.processor.errors import ProcessorFailure
-from billing.webhooks import customers, objects, store
+from billing.webhooks import customers, objects, store, thin
 from billing.webhooks.context import Context, Deferred, Handler, Malformed
 
 
@@ -71,6 +73,26 @@ def safe_error(exc: Exception) -> dict[str, Any]:
             "message": "the event could not be applied; it will be retried (see the function log)"}
 
 
+def _prepare(row: WebhookEventRow, event: dict[str, Any]) -> tuple[Handler | None, Context | None]:
+    """The handler and the context an event is applied with. A thin event of
+    a projected type is applied as its snapshot type, with the object it is
+    about fetched from the processor (billing.webhooks.thin); one of a type
+    nobody projects is ignored without a fetch."""
+    event_type = str(row.type)
+    if event_type in METER_ERROR_EVENT_TYPES or not thin.is_thin(event):
+        handler = _handler(event_type)
+        return handler, Context(row, event) if handler is not None else None
+    applied_as = thin.snapshot_type(event_type)
+    handler = _handler(applied_as)
+    if handler is None:
+        return None, None
+    snapshot, obj = thin.hydrate(str(row.pk), event, applied_as)
+    ctx = Context(row, snapshot, applied_as=applied_as)
+    # Already Stripe's current state: a same-second event need not fetch it again.
+    ctx.refetched[(str(obj.get("object")), str(obj.get("id")))] = obj
+    return handler, ctx
+
+
 def process(event_id: str, record_run: int) -> str | None:
     """Apply one event; the outcome status, or None if there was nothing to do."""
     row = store.load(event_id)
@@ -84,12 +106,12 @@ def process(event_id: str, record_run: int) -> str | None:
             raise Malformed("the stored body is not JSON") from None
         if not isinstance(event, dict):
             raise Malformed("the stored body is not a JSON object")
-        handler = _handler(row.type)
-        if handler is None:
+        handler, ctx = _prepare(row, event)
+        if handler is None or ctx is None:
             store.finish(row, store.IGNORED)
             outcome = store.IGNORED
         else:
-            outcome = handler(Context(row, event))
+            outcome = handler(ctx)
     except store.Superseded:
         logger.info("a newer run of this event was requested", extra={"event_id": event_id})
         return None
