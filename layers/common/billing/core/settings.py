@@ -118,6 +118,23 @@ class MeterSweeperSettings(SweepSettings):
     meter_events_table: str = env(METER_EVENTS_TABLE)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StripeEventsSettings:
+    """The inbound EventBridge function (billing.sync.inbound): the webhook store."""
+
+    webhook_events_table: str = env(WEBHOOK_EVENTS_TABLE)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EventPublisherSettings:
+    """The domain event publisher (billing.sync.publisher): the stack's bus,
+    and the two tables whose streams feed it (told apart by stream ARN)."""
+
+    event_bus_name: str = env("EVENT_BUS_NAME")
+    events_table: str = env(EVENTS_TABLE)
+    meter_events_table: str = env(METER_EVENTS_TABLE)
+
+
 # -- reading ---------------------------------------------------------------------------
 
 
