@@ -175,12 +175,14 @@ bench: $(DEV_STAMP) ## the benchmarks under bench/ (DESIGN.md section 7)
 	$(BIN)/python -m bench
 
 # Like `stripe trigger`: a sample from events/webhooks/stripe/, fresh id and
-# created, signed with STRIPE_WEBHOOK_SECRET, posted to the running stack.
+# created, signed with STRIPE_WEBHOOK_SECRET, posted to the running stack;
+# VIA=eventbridge delivers it through the Stripe partner event source instead.
 EVENT ?= customer.updated
+VIA ?= webhook
 TRIGGER_ARGS ?=
 .PHONY: trigger
-trigger: $(DEV_STAMP) ## post a signed sample Stripe event to `make run` (EVENT=customer.updated TRIGGER_ARGS="--set ...")
-	$(BIN)/python -m devstack.trigger $(EVENT) $(TRIGGER_ARGS)
+trigger: $(DEV_STAMP) ## send a sample Stripe event to `make run` (EVENT=customer.updated VIA=webhook|eventbridge TRIGGER_ARGS="--set ...")
+	$(BIN)/python -m devstack.trigger $(EVENT) --via $(VIA) $(TRIGGER_ARGS)
 
 .PHONY: clean distclean
 clean: ## build output and tool caches

@@ -1,6 +1,7 @@
 """The deployed topology on one machine: DynamoDB (moto or DynamoDB Local) with
 the template's tables, SSM parameters for the Stripe secrets, one warm runtime
-per function, stream pollers, schedules and the HTTP gateway."""
+per function, stream pollers, schedules, EventBridge's stand-in (the stack's
+bus and the Stripe partner source) and the HTTP gateway."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from urllib.error import HTTPError
 
 from devstack.cfn import TemplateError
 from devstack.dynamodb import EmbeddedMoto, client, create_tables
+from devstack.eventbridge import API_PATH as EVENTBRIDGE_PATH
+from devstack.eventbridge import EventBridgeStandIn
 from devstack.fake_stripe import RPC_PATH, FakeStripe
 from devstack.gateway import Gateway, LocalRequest
 from devstack.runtime import FunctionError, FunctionRuntime
@@ -25,6 +28,10 @@ from devstack.template import FunctionSpec, Stack
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("devstack")
+# The partner event source the local stack pretends a Stripe event
+# destination created (StripeEventSourceName), so the inbound EventBridge
+# path runs locally: `make trigger VIA=eventbridge` delivers to it.
+LOCAL_STRIPE_EVENT_SOURCE = "aws.partner/stripe.com/ed_test_local"
 
 
 class StartupError(Exception):
@@ -47,6 +54,8 @@ class Settings:
     # process share one backend, so a second stack in the same process needs
     # its own name, or it replaces the first one's tables.
     stack_name: str = "billing-local"
+    # StripeEventSourceName; "" leaves the inbound EventBridge path out, as deployed without it.
+    stripe_event_source: str = LOCAL_STRIPE_EVENT_SOURCE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -64,6 +73,7 @@ class Settings:
             meter_api=meter_api,
             dynamodb_endpoint=env.get("DYNAMODB_ENDPOINT_URL") or None,
             concurrency=int(env.get("LOCAL_CONCURRENCY", "4")),
+            stripe_event_source=env.get("STRIPE_EVENT_SOURCE_NAME", LOCAL_STRIPE_EVENT_SOURCE),
         )
 
 
@@ -72,7 +82,8 @@ class LocalStack:
         self.settings = settings
         try:
             self.stack = Stack(settings.template, stack_name=settings.stack_name,
-                               parameters={"MeterApi": settings.meter_api})
+                               parameters={"MeterApi": settings.meter_api,
+                                           "StripeEventSourceName": settings.stripe_event_source})
         except TemplateError as exc:
             raise StartupError(str(exc)) from None
         self.moto: EmbeddedMoto | None = None
@@ -84,6 +95,7 @@ class LocalStack:
         self.on_failure = OnFailureLog()
         self.streams: StreamSupervisor | None = None
         self.schedules: ScheduleRunner | None = None
+        self.eventbridge: EventBridgeStandIn | None = None
         # Without a Stripe key every function shares the stack's one Fake.
         self.fake_stripe = None if settings.stripe_api_key else FakeStripe()
         self.ddb_endpoint = ""
@@ -121,6 +133,9 @@ class LocalStack:
                 fake_processor_url=self.fake_processor_url)
         self.gateway.set_routes([r for f in self.functions for r in f.routes])
         self._register_local_routes()
+        self.eventbridge = EventBridgeStandIn(self.stack.event_buses(), [r for f in self.functions for r in f.rules],
+                                              self.invoke, self.on_failure)
+        self.eventbridge.register(self.gateway.router)
         if self.fake_stripe is not None:
             self.fake_stripe.register(self.gateway.router)
             # Events the Fake raises (meter error reports) reach the webhook
@@ -179,6 +194,8 @@ class LocalStack:
             "AWS_ENDPOINT_URL_DYNAMODBSTREAMS": self.ddb_endpoint,
             "AWS_ENDPOINT_URL_SSM": self.moto.url,
             "AWS_ENDPOINT_URL_SQS": self.moto.url,
+            # The stack's EventBridge stand-in, served by the gateway (devstack.eventbridge).
+            "AWS_ENDPOINT_URL_EVENTBRIDGE": self.url + EVENTBRIDGE_PATH,
             # No X-Ray daemon and no CloudWatch agent on a laptop.
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_DISABLED": "true",
@@ -262,6 +279,7 @@ class LocalStack:
         return 200, {"data": [
             {"function": f.logical_id, "routes": [f"{r.method} {r.path}" for r in f.routes],
              "streams": [m.name for m in f.streams], "schedules": [s.name for s in f.schedules],
+             "rules": [r.name for r in f.rules],
              "invocations": self.runtimes[f.logical_id].invocations}
             for f in self.functions]}
 

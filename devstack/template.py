@@ -1,5 +1,7 @@
 """The parts of template.yaml the local stack runs: tables, functions, routes,
-stream mappings and schedules, read with SAM's Globals merge rules."""
+stream mappings, schedules and EventBridge rules, read with SAM's Globals
+merge rules. Resources with a false Condition are left out, as
+CloudFormation leaves them out."""
 
 from __future__ import annotations
 
@@ -48,6 +50,19 @@ class ScheduleSpec:
     input: dict[str, Any] | None
 
 
+@dataclass(frozen=True)
+class RuleSpec:
+    """An EventBridgeRule event: the bus it listens on, its pattern, and the
+    asynchronous invocation's retries (the function's EventInvokeConfig)."""
+
+    name: str
+    function: str
+    event_bus: str  # the bus's name
+    pattern: dict[str, Any]
+    maximum_retry_attempts: int  # Lambda's asynchronous retries (0-2; default 2)
+    on_failure: str | None  # EventInvokeConfig's OnFailure destination ARN
+
+
 @dataclass
 class FunctionSpec:
     logical_id: str
@@ -60,6 +75,7 @@ class FunctionSpec:
     routes: list[ApiRoute] = field(default_factory=list)
     streams: list[StreamMapping] = field(default_factory=list)
     schedules: list[ScheduleSpec] = field(default_factory=list)
+    rules: list[RuleSpec] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -127,6 +143,13 @@ class Stack:
                 # local stack never calls it, but a reference must not fail.
                 self._refs[lid] = f"{stack_name}-{lid}"
                 self._attrs[(lid, "Arn")] = f"arn:aws:local:{REGION}:{ACCOUNT}:{lid}"
+        # Event buses are named by their Name property (an intrinsic, e.g.
+        # !Sub "${AWS::StackName}-..."), resolved once the rest is known.
+        for lid, res in self.resources.items():
+            if res.get("Type") == "AWS::Events::EventBus":
+                name = self.resolver().resolve((res.get("Properties") or {}).get("Name") or f"{stack_name}-{lid}")
+                self._refs[lid] = str(name)
+                self._attrs[(lid, "Arn")] = f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{name}"
 
     def resolver(self, stream_arns: dict[str, str] | None = None) -> Resolver:
         attrs = dict(self._attrs)
@@ -144,6 +167,13 @@ class Stack:
                 props = resolver.resolve(res.get("Properties") or {})
                 out.append(TableSpec(lid, self._refs[lid], props))
         return out
+
+    def event_buses(self) -> dict[str, str]:
+        """Name -> logical id of every event bus the stack creates (under its Condition)."""
+        resolver = self.resolver()
+        return {self._refs[lid]: lid for lid, res in self.resources.items()
+                if res.get("Type") == "AWS::Events::EventBus"
+                and ("Condition" not in res or resolver.condition(res["Condition"]))}
 
     def queues(self) -> dict[str, str]:
         """ARN -> logical id of every SQS queue (on-failure destinations)."""
@@ -169,6 +199,8 @@ class Stack:
         for lid, res in self.resources.items():
             if res.get("Type") != "AWS::Serverless::Function":
                 continue
+            if "Condition" in res and not resolver.condition(res["Condition"]):
+                continue  # not created with these parameters
             raw = _merge_globals(globals_, res.get("Properties") or {})
             events = raw.pop("Events", None) or {}
             props = resolver.resolve(raw)
@@ -220,6 +252,16 @@ class Stack:
                         bisect_on_error=bool(ep.get("BisectBatchOnFunctionError", False)),
                         on_failure=str(dest) if dest else None,
                         starting_position=str(ep.get("StartingPosition", "TRIM_HORIZON")),
+                    ))
+                elif etype == "EventBridgeRule":
+                    invoke_config = props.get("EventInvokeConfig") or {}
+                    dest = ((invoke_config.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
+                    spec.rules.append(RuleSpec(
+                        name=f"{lid}.{ev_name}", function=lid,
+                        event_bus=str(ep.get("EventBusName") or "default"),
+                        pattern=dict(ep.get("Pattern") or {}),
+                        maximum_retry_attempts=int(invoke_config.get("MaximumRetryAttempts", 2)),
+                        on_failure=str(dest) if dest else None,
                     ))
                 elif etype in ("Schedule", "ScheduleV2"):
                     expression = ep.get("Schedule") or ep.get("ScheduleExpression")

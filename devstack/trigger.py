@@ -1,9 +1,13 @@
 """`stripe trigger`, for the local stack: sign a sample event from
-events/webhooks/stripe/ and POST it to the webhook endpoint.
+events/webhooks/stripe/ and POST it to the webhook endpoint, or deliver it
+through the inbound EventBridge path (a Stripe event destination's partner
+event source; no signature there).
 
     python -m devstack.trigger customer.updated
     python -m devstack.trigger payment_method.attached --set data.object.customer=cus_fake_00001
+    python -m devstack.trigger v1.customer.updated --via eventbridge --set related_object.id=cus_fake_00001
     make trigger EVENT=invoice.paid
+    make trigger EVENT=customer.updated VIA=eventbridge
 
 Each delivery gets a fresh event id and `created` (now), so it is a new
 event, not a duplicate; `--id` and `--created` pin them (to redeliver, or to
@@ -30,6 +34,9 @@ from typing import Any
 
 SAMPLES = Path(__file__).resolve().parent.parent / "events" / "webhooks" / "stripe"
 DEFAULT_SECRET = "whsec_local_dev"
+# devstack.stack.LOCAL_STRIPE_EVENT_SOURCE, spelled out: this script must not import the stack.
+DEFAULT_EVENT_SOURCE = "aws.partner/stripe.com/ed_test_local"
+VIAS = ("webhook", "eventbridge")
 
 
 def available() -> list[str]:
@@ -95,6 +102,32 @@ def post(url: str, event: dict[str, Any], secret: str) -> tuple[int, Any]:
             return exc.code, body.decode(errors="replace")
 
 
+def eventbridge_event(event: dict[str, Any], source: str = DEFAULT_EVENT_SOURCE) -> dict[str, Any]:
+    """The event as a Stripe event destination puts it on EventBridge:
+    `detail-type` the Stripe type, `detail` the Stripe event itself."""
+    return {
+        "version": "0", "id": str(uuid.uuid4()), "detail-type": event["type"], "source": source,
+        "account": "123456789012", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "region": "us-east-1", "resources": [f"arn:aws:events:us-east-1::event-source/{source}"], "detail": event,
+    }
+
+
+def post_partner(url: str, event: dict[str, Any], source: str = DEFAULT_EVENT_SOURCE) -> tuple[int, Any]:
+    """POST the event to the stack's partner event source (/_local/events/partner)."""
+    request = urllib.request.Request(  # noqa: S310 - the URL is the developer's own stack
+        url, data=json.dumps(eventbridge_event(event, source)).encode(), method="POST",
+        headers={"Content-Type": "application/json", "User-Agent": "devstack-trigger"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+        try:
+            return exc.code, json.loads(body or b"null")
+        except ValueError:
+            return exc.code, body.decode(errors="replace")
+
+
 def _value(text: str) -> Any:
     try:
         return json.loads(text)
@@ -106,7 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack.trigger", description=__doc__.split("\n\n")[0])
     parser.add_argument("event_type", nargs="?", help="e.g. customer.updated (see --list)")
     parser.add_argument("--list", action="store_true", help="list the sample event types")
-    parser.add_argument("--url", default=f"http://127.0.0.1:{os.environ.get('PORT', '3000')}/v1/webhooks/stripe")
+    parser.add_argument("--via", choices=VIAS, default="webhook",
+                        help="webhook (signed POST, default) or eventbridge (the partner event source)")
+    parser.add_argument("--url", default=None, help="default: the stack on PORT, the route --via names")
+    parser.add_argument("--source", default=DEFAULT_EVENT_SOURCE, help="the partner event source (--via eventbridge)")
     parser.add_argument("--secret", default=None, help="signing secret (default: STRIPE_WEBHOOK_SECRET's first)")
     parser.add_argument("--id", dest="event_id", default=None, help="event id (default: a fresh one)")
     parser.add_argument("--created", type=int, default=None, help="event created, unix seconds (default: now)")
@@ -131,13 +167,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_only:
         print(json.dumps(event, indent=2))
         return 0
+    base = f"http://127.0.0.1:{os.environ.get('PORT', '3000')}"
+    url = args.url or base + ("/_local/events/partner" if args.via == "eventbridge" else "/v1/webhooks/stripe")
     secret = args.secret or (os.environ.get("STRIPE_WEBHOOK_SECRET") or DEFAULT_SECRET).split(",")[0].strip()
     try:
-        status, body = post(args.url, event, secret)
+        if args.via == "eventbridge":
+            status, body = post_partner(url, event, args.source)
+        else:
+            status, body = post(url, event, secret)
     except OSError as exc:
-        print(f"error: cannot reach {args.url}: {exc} (is `make run` up?)", file=sys.stderr)
+        print(f"error: cannot reach {url}: {exc} (is `make run` up?)", file=sys.stderr)
         return 1
-    print(f"{event['type']} {event['id']} -> {status} {json.dumps(body)}")
+    print(f"{event['type']} {event['id']} via {args.via} -> {status} {json.dumps(body)}")
     return 0 if status == 200 else 1
 
 

@@ -40,7 +40,7 @@ def _events() -> Any:
     global _client
     with _lock:
         if _client is None:
-            # Endpoint from AWS_ENDPOINT_URL_EVENTS when set (the local stack's stand-in).
+            # Endpoint from AWS_ENDPOINT_URL_EVENTBRIDGE when set (the local stack's stand-in).
             _client = boto3.client("events")
         return _client
 
