@@ -4,7 +4,8 @@ The record only says which event and which run; the row (read consistently)
 says whether there is still work to do (store.should_run) and holds the raw
 body. The body's type picks a handler from HANDLERS; a type without one is
 `ignored`. A thin event (no `data`) of a projected type is applied as its
-snapshot type with the object fetched from the processor (thin.py). A handler reconciles `data.object` against its projection row:
+snapshot type with the object fetched from the processor (thin.py). A
+handler reconciles `data.object` against its projection row:
 
 - created strictly older than the row's watermark (last_stripe_event_ts):
   `stale`, nothing changes;
