@@ -24,7 +24,11 @@ FUNCTIONS = {
     "WebhookProcessorFunction": settings.WebhookProcessorSettings,
     "MeterReporterFunction": settings.MeterReporterSettings,
     "MeterSweeperFunction": settings.MeterSweeperSettings,
+    "StripeEventsFunction": settings.StripeEventsSettings,
+    "EventPublisherFunction": settings.EventPublisherSettings,
 }
+# StripeEventsFunction exists only with a partner event source (template Condition).
+PARAMETERS = {"StripeEventSourceName": "aws.partner/stripe.com/ed_test_settings"}
 
 
 @pytest.fixture(autouse=True)
@@ -73,7 +77,7 @@ def test_read_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("logical_id", sorted(FUNCTIONS))
 def test_the_template_sets_what_each_function_requires(logical_id: str) -> None:
-    stack = Stack(ROOT / "template.yaml")
+    stack = Stack(ROOT / "template.yaml", parameters=PARAMETERS)
     spec = next(f for f in stack.functions({}) if f.logical_id == logical_id)
     missing = _required(FUNCTIONS[logical_id]) - set(spec.environment)
     assert not missing, f"{logical_id}: template.yaml does not set {sorted(missing)}"
@@ -82,7 +86,7 @@ def test_the_template_sets_what_each_function_requires(logical_id: str) -> None:
 @pytest.mark.parametrize("logical_id", sorted(FUNCTIONS))
 def test_a_function_without_its_variables_fails_its_cold_start(logical_id: str, monkeypatch: pytest.MonkeyPatch
                                                                 ) -> None:
-    stack = Stack(ROOT / "template.yaml")
+    stack = Stack(ROOT / "template.yaml", parameters=PARAMETERS)
     spec = next(f for f in stack.functions({}) if f.logical_id == logical_id)
     for name in _required(FUNCTIONS[logical_id]):
         monkeypatch.delenv(name, raising=False)
