@@ -15,12 +15,13 @@ stored as it is, with the webhook route's own once-only put
 is applied once; thin events are fetched when they are applied
 (billing.webhooks.thin), as the meter-error path does.
 
-No signature: only AWS can put events on a partner event bus (PutEvents
-cannot name a partner source; only the partner's own PutPartnerEvents, in
-Stripe's AWS account, can), and the function is invoked only by the rule
-(its resource policy names the rule), so there is nothing to forge and no
-secret to hold. The source is checked anyway, so a mis-wired rule fails
-loudly instead of storing someone else's events.
+No signature: an event with the partner source can only come from AWS on
+Stripe's behalf (sources beginning with `aws.` are reserved: PutEvents
+refuses them; only the partner's PutPartnerEvents, from Stripe's AWS
+account, sends them), the rule matches that source only, and the function
+is invoked only by the rule (its resource policy names the rule), so there
+is nothing to forge and no secret to hold. The source is checked anyway,
+so a mis-wired rule fails loudly instead of storing someone else's events.
 
 One invocation and one conditional PutItem per event: EventBridge invokes a
 Lambda target once per event, and DynamoDB's batch writes cannot be
