@@ -33,10 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     processor = "Stripe (STRIPE_API_KEY)" if settings.stripe_api_key else "Fake"
     has_webhook = any(r.path == "/v1/webhooks/stripe" for f in stack.functions for r in f.routes)
     webhook = f"  webhook:    {stack.url}/v1/webhooks/stripe (STRIPE_WEBHOOK_SECRET)\n" if has_webhook else ""
+    partner = next((r.event_bus for f in stack.functions for r in f.rules), None)
+    eventbridge = (f"  events in:  {stack.url}/_local/events/partner ({partner}; make trigger VIA=eventbridge)\n"
+                   if partner else "")
+    eventbridge += f"  events out: {stack.url}/_local/events/published (the domain event bus)\n"
     print(
         f"billing-functions local stack ready in {time.monotonic() - started:.1f}s\n"
         f"  API:        {stack.url}/v1\n"
         f"{webhook}"
+        f"{eventbridge}"
         f"  DynamoDB:   {stack.ddb_endpoint}\n"
         f"  processor:  {processor}, meter API {settings.meter_api}\n"
         f"  functions:  {', '.join(sorted(stack.runtimes))}\n"
