@@ -82,7 +82,7 @@ def _prepare(row: WebhookEventRow, event: dict[str, Any]) -> tuple[Handler | Non
     event_type = str(row.type)
     if event_type in METER_ERROR_EVENT_TYPES or not thin.is_thin(event):
         handler = _handler(event_type)
-        return handler, Context(row, event) if handler is not None else None
+        return handler, (Context(row, event) if handler is not None else None)
     applied_as = thin.snapshot_type(event_type)
     handler = _handler(applied_as)
     if handler is None:
