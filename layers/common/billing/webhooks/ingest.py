@@ -29,7 +29,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities import parameters
 from botocore.exceptions import ClientError
 
-from billing.core import clock
+from billing.core import clock, jsonbody
 from billing.core.errors import (
     BadRequest,
     ConfigurationError,
@@ -192,10 +192,9 @@ def _unix_seconds(value: Any) -> int | None:
 
 def parse(raw: bytes) -> Delivery:
     """The fields the row needs, or 400 naming what is wrong (never a 500)."""
-    try:
-        doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise BadRequest("the webhook body is not JSON") from None
+    # Strict (billing.core.jsonbody): not UTF-8, nested too deep or holding a
+    # number Python will not convert is a 400 like any malformed body.
+    doc = jsonbody.loads(raw, what="the webhook body")
     if not isinstance(doc, dict):
         raise BadRequest("the webhook body is not a JSON object")
     problems: dict[str, str] = {}
