@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -110,11 +111,12 @@ def test_project_template_resolves_its_kms_conditions_both_ways(key: str) -> Non
     for table in stack.tables():
         sse = table.properties["SSESpecification"]
         assert sse.get("KMSMasterKeyId") == (key or None), table.logical_id
-    kinds: dict[str, list[dict[str, object]]] = {}
-    for lid, res in stack.resources.items():
+    kinds: dict[str, list[dict[str, Any]]] = {}
+    for res in stack.resources.values():
         kinds.setdefault(res["Type"], []).append(resolver.resolve(res.get("Properties") or {}))
     for queue in kinds["AWS::SQS::Queue"]:
-        assert (queue.get("KmsMasterKeyId"), queue.get("SqsManagedSseEnabled")) == ((key, None) if key else (None, True))
+        encrypted = (queue.get("KmsMasterKeyId"), queue.get("SqsManagedSseEnabled"))
+        assert encrypted == ((key, None) if key else (None, True))
     for group in kinds["AWS::Logs::LogGroup"]:
         assert group.get("KmsKeyId") == (key or None)
     for function in kinds["AWS::Serverless::Function"]:
