@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from billing.api.app import app
+from billing.api.app import app, openapi_json
 from devstack.gateway import build_proxy_event
 from devstack.template import ApiRoute, Stack
 
@@ -129,3 +129,13 @@ def test_the_health_route_still_answers_without_a_body_and_with_an_honest_one() 
     for body in (b"", b"{}", b'{"probe": [1, 2, {"deep": "enough"}]}'):
         response = call(health, body)
         assert (response["statusCode"], json.loads(response["body"])) == (200, {"status": "ok"})
+
+
+def test_every_operation_documents_the_400_any_body_can_earn() -> None:
+    doc = json.loads(openapi_json())
+    operations = [(m, p, op) for p, item in doc["paths"].items() for m, op in item.items()]
+    assert len(operations) >= 25
+    for method, path, op in operations:
+        entry = op["responses"].get("400")
+        assert entry is not None, f"{method.upper()} {path} does not document 400"
+        assert entry["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
