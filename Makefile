@@ -49,8 +49,10 @@ endef
 # --------------------------------------------------------------- environments
 VENV      := .venv
 VENV_SAM  := .venv-sam
+VENV_CHECKOV := .venv-checkov
 DEV_STAMP := $(VENV)/.installed-dev
 SAM_STAMP := $(VENV_SAM)/.installed-sam
+CHECKOV_STAMP := $(VENV_CHECKOV)/.installed-checkov
 BIN       := $(VENV)/bin
 SAM_BIN   := $(CURDIR)/$(VENV_SAM)/bin
 
@@ -73,10 +75,14 @@ $(DEV_STAMP): requirements/dev.txt
 $(SAM_STAMP): requirements/sam.txt
 	$(call make_venv,$(VENV_SAM),requirements/sam.txt)
 
-.PHONY: venv .venv .venv-sam
-venv: .venv .venv-sam ## both virtual environments
+$(CHECKOV_STAMP): requirements/checkov.txt
+	$(call make_venv,$(VENV_CHECKOV),requirements/checkov.txt)
+
+.PHONY: venv .venv .venv-sam .venv-checkov
+venv: .venv .venv-sam .venv-checkov ## the three virtual environments
 .venv: $(DEV_STAMP) ## the dev environment (tests, linters, local stack), from requirements/dev.txt
 .venv-sam: $(SAM_STAMP) ## the SAM CLI and cfn-lint, from requirements/sam.txt
+.venv-checkov: $(CHECKOV_STAMP) ## checkov (IaC scanner), from requirements/checkov.txt
 
 # ----------------------------------------------------------------------- SAM
 # No telemetry; never wait on the EC2 metadata service for credentials.
@@ -104,7 +110,7 @@ run: $(DEV_STAMP) ## the local stack on 127.0.0.1:PORT (env, default 3000); DESI
 	$(BIN)/python -m devstack run
 
 .PHONY: test
-test: lint typecheck unit integration test-dynamodb-local template-check build ## everything CI checks, in order
+test: lint typecheck unit integration test-dynamodb-local template-check scan build ## everything CI checks, in order
 
 .PHONY: lint
 lint: $(DEV_STAMP) ## ruff, and import-linter's contracts (one dependency direction, pyproject.toml)
@@ -135,6 +141,13 @@ test-dynamodb-local: $(DEV_STAMP) ## the local-stack integration suite again, on
 template-check: $(SAM_STAMP) ## cfn-lint and sam validate (no AWS credentials needed)
 	$(SAM_BIN)/cfn-lint template.yaml
 	$(SAM) validate --template-file template.yaml --region $(REGION)
+
+.PHONY: scan
+# checkov over the template as a platform team would run it: every finding is
+# fixed, or skipped next to its resource (Metadata: checkov: skip) with a reason.
+# The framework is pinned so that a new checkov default cannot change the scope.
+scan: $(CHECKOV_STAMP) ## checkov over template.yaml (CloudFormation checks; skips live in the template)
+	$(VENV_CHECKOV)/bin/checkov --quiet --compact --skip-download --framework cloudformation --file template.yaml
 
 .PHONY: build
 build: $(SAM_STAMP) ## sam build: functions and the arm64/cp313 layer, into .aws-sam/build
@@ -167,6 +180,7 @@ UV_COMPILE = $(BIN)/uv pip compile --quiet --no-config --python-version 3.13 --c
 lock: $(DEV_STAMP) ## re-resolve requirements/*.txt and layers/common/requirements.txt with uv
 	$(UV_COMPILE) requirements/dev.in -o requirements/dev.txt
 	$(UV_COMPILE) requirements/sam.in -o requirements/sam.txt
+	$(UV_COMPILE) requirements/checkov.in -o requirements/checkov.txt
 	$(UV_COMPILE) --python-platform aarch64-manylinux2014 --constraint requirements/dev.txt \
 	  --annotation-style line requirements/runtime.in -o layers/common/requirements.txt
 
@@ -187,6 +201,6 @@ trigger: $(DEV_STAMP) ## send a sample Stripe event to `make run` (EVENT=custome
 .PHONY: clean distclean
 clean: ## build output and tool caches
 	rm -rf .aws-sam .mypy_cache .ruff_cache .pytest_cache .hypothesis
-	find . -path ./$(VENV) -prune -o -path ./$(VENV_SAM) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
-distclean: clean ## clean, and both virtual environments
-	rm -rf $(VENV) $(VENV_SAM)
+	find . -path ./$(VENV) -prune -o -path ./$(VENV_SAM) -prune -o -path ./$(VENV_CHECKOV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+distclean: clean ## clean, and the three virtual environments
+	rm -rf $(VENV) $(VENV_SAM) $(VENV_CHECKOV)

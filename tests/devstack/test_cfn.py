@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,3 +97,31 @@ def test_project_template_resolves_routes_tables_and_environment() -> None:
     routes = {(r.method, r.path): r.auth for r in api.routes}
     assert routes[("GET", "/v1/health")] == "NONE"
     assert routes[("GET", "/v1/openapi.json")] == "AWS_IAM"
+
+
+KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+@pytest.mark.parametrize("key", ["", KEY])
+def test_project_template_resolves_its_kms_conditions_both_ways(key: str) -> None:
+    """KmsKeyArn drives Fn::If/AWS::NoValue throughout template.yaml: the local
+    stack resolves both, and starts with the default (no key)."""
+    stack = Stack(ROOT / "template.yaml", stack_name="x", parameters={"KmsKeyArn": key} if key else None)
+    resolver = stack.resolver()
+    for table in stack.tables():
+        sse = table.properties["SSESpecification"]
+        assert sse.get("KMSMasterKeyId") == (key or None), table.logical_id
+    kinds: dict[str, list[dict[str, Any]]] = {}
+    for res in stack.resources.values():
+        kinds.setdefault(res["Type"], []).append(resolver.resolve(res.get("Properties") or {}))
+    for queue in kinds["AWS::SQS::Queue"]:
+        encrypted = (queue.get("KmsMasterKeyId"), queue.get("SqsManagedSseEnabled"))
+        assert encrypted == ((key, None) if key else (None, True))
+    for group in kinds["AWS::Logs::LogGroup"]:
+        assert group.get("KmsKeyId") == (key or None)
+    for function in kinds["AWS::Serverless::Function"]:
+        kms = [st for item in function["Policies"] for st in item["Statement"] if st.get("Sid") == "CustomerManagedKey"]
+        assert [st["Resource"] for st in kms] == ([key] if key else [])
+    globals_ = resolver.resolve(stack.doc["Globals"]["Function"])
+    assert globals_.get("KmsKeyArn") == (key or None)
+    assert {f.logical_id for f in stack.functions()} >= {"ApiFunction", "MeterReporterFunction", "WebhookFunction"}

@@ -5,17 +5,19 @@ from __future__ import annotations
 from functools import cache
 from http import HTTPStatus
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler import Response, content_types
 
-from billing.api import errors, openapi
+from billing.api import bodies, errors, openapi
 from billing.api.routes import customers, health, promotions, usage, webhook_events
 
 # Every route returns Response[Model]: Powertools validates the body against the
 # model and serialises it through it. A body the model refuses is our bug, so
 # a 500 internal_error (billing.api.errors), never a 422 to the caller.
-app = APIGatewayRestResolver(enable_validation=True,
-                             response_validation_error_http_code=HTTPStatus.INTERNAL_SERVER_ERROR)
+# Bodies are read strictly, before validation, on every route (billing.api.bodies).
+app = bodies.StrictResolver(enable_validation=True,
+                            response_validation_error_http_code=HTTPStatus.INTERNAL_SERVER_ERROR)
 errors.register(app)
+app.use([bodies.read_every_body])
 app.include_router(health.router)
 app.include_router(customers.router)
 app.include_router(usage.router)

@@ -26,6 +26,11 @@ UNAVAILABLE_RESPONSE: dict[str, Any] = {
     "headers": {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}},
 }
 
+MALFORMED_RESPONSE: dict[str, Any] = {
+    "description": "Malformed request: a body that is not UTF-8 JSON, nests deeper than 32 levels or holds a "
+                   "number Python will not convert; nothing was written",
+}
+
 
 def _contract_errors(doc: dict[str, Any]) -> dict[str, Any]:
     """Document the errors this API really returns.
@@ -45,6 +50,8 @@ def _contract_errors(doc: dict[str, Any]) -> dict[str, Any]:
     for path, operations in doc.get("paths", {}).items():
         for operation in operations.values():
             responses = operation.get("responses", {})
+            # Every route reads any body it is sent, strictly (billing.api.bodies).
+            responses.setdefault("400", dict(MALFORMED_RESPONSE))
             if path not in NO_STORAGE_PATHS:
                 # Every route that reads or writes DynamoDB answers 503 when it
                 # throttles past the SDK's retries (billing.api.errors).

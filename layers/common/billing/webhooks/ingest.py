@@ -24,6 +24,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities import parameters
 
+from billing.core import clock, jsonbody
 from billing.core.errors import (
     BadRequest,
     ConfigurationError,
@@ -157,10 +158,9 @@ def verify(raw: bytes, signature_header: str | None) -> None:
 
 def parse(raw: bytes) -> Delivery:
     """The fields the row needs, or 400 naming what is wrong (never a 500)."""
-    try:
-        doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise BadRequest("the webhook body is not JSON") from None
+    # Strict (billing.core.jsonbody): not UTF-8, nested too deep or holding a
+    # number Python will not convert is a 400 like any malformed body.
+    doc = jsonbody.loads(raw, what="the webhook body")
     if not isinstance(doc, dict):
         raise BadRequest("the webhook body is not a JSON object")
     # The raw text is stored exactly as Stripe signed it.

@@ -28,10 +28,14 @@ on-failure destination.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
+
+from billing.core import clock
 from billing.core.errors import DomainError
-from billing.core.observability import logger
+from billing.core.observability import logger, metrics
 from billing.data.tables import WebhookEventRow
 from billing.metering.meter_errors import METER_ERROR_EVENT_TYPES, handle_meter_error_event
 from billing.processor.errors import ProcessorFailure
@@ -94,6 +98,19 @@ def _prepare(row: WebhookEventRow, event: dict[str, Any]) -> tuple[Handler | Non
     return handler, ctx
 
 
+def _measure(row: WebhookEventRow, outcome: str) -> None:
+    """The webhook flow's metrics (the dashboard and the lag alarm read them):
+    finished and failed counts, and for a first run the lag from receipt to
+    its outcome. A replay's age is not lag, so it is not measured."""
+    if outcome == store.FAILED:
+        metrics.add_metric(name="WebhookFailed", unit=MetricUnit.Count, value=1)
+    elif outcome in store.FINISHED:
+        metrics.add_metric(name="WebhookProcessed", unit=MetricUnit.Count, value=1)
+        if not int(row.replays or 0):
+            lag = (clock.now() - datetime.fromisoformat(row.received_at)).total_seconds()
+            metrics.add_metric(name="WebhookProcessingLag", unit=MetricUnit.Seconds, value=max(0.0, lag))
+
+
 def process(event_id: str, record_run: int) -> str | None:
     """Apply one event; the outcome status, or None if there was nothing to do."""
     row = store.load(event_id)
@@ -125,14 +142,17 @@ def process(event_id: str, record_run: int) -> str | None:
         store.fail(row, bad.to_error())
         logger.warning("webhook event cannot be applied", extra={"event_id": event_id, "event_type": row.type,
                                                                   "code": bad.code})
+        _measure(row, store.FAILED)
         return store.FAILED
     except Exception as exc:
         # Recorded first (the row says failed, with a safe error), then raised
         # so the stream retries the record and finally dead-letters it.
         store.fail(row, safe_error(exc))
+        _measure(row, store.FAILED)
         logger.exception("webhook event failed", extra={"event_id": event_id, "event_type": row.type,
                                                         "error_type": type(exc).__name__})
         raise
     logger.info("webhook event reconciled", extra={"event_id": event_id, "event_type": row.type,
                                                    "status": outcome})
+    _measure(row, outcome)
     return outcome
