@@ -158,7 +158,11 @@ def kms_actions_needed(tpl: Template, lid: str) -> set[str]:
         dest = ((ep.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
         if any(refers_to(dest, q) for q in queues | topics):
             needed |= {"kms:Decrypt", "kms:GenerateDataKey"}
-    if any(refers_to(props(res).get("DeadLetterQueue"), q) for q in queues | topics):
+    # Lambda sends a failed asynchronous invocation to its on-failure
+    # destination, or a dead-letter queue, with the function's role.
+    on_failure = (((props(res).get("EventInvokeConfig") or {}).get("DestinationConfig") or {}).get("OnFailure")
+                  or {}).get("Destination")
+    if any(refers_to(props(res).get("DeadLetterQueue"), q) or refers_to(on_failure, q) for q in queues | topics):
         needed |= {"kms:Decrypt", "kms:GenerateDataKey"}
     return needed
 

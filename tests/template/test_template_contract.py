@@ -287,6 +287,8 @@ def _policy_items(where: str, policies: Any) -> Iterator[Grant]:
 
 
 def _policy_item(at: str, item: Any) -> Iterator[Grant]:
+    if item == {"Ref": "AWS::NoValue"}:
+        return  # the empty branch of a conditional policy: grants nothing
     if isinstance(item, dict) and set(item) == {"Fn::If"} and isinstance(item["Fn::If"], list):
         for branch in item["Fn::If"][1:]:
             yield from _policy_items(at, branch)

@@ -24,7 +24,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities import parameters
 
-from billing.core import clock, jsonbody
+from billing.core import jsonbody
 from billing.core.errors import (
     BadRequest,
     ConfigurationError,
