@@ -29,7 +29,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities import parameters
 from botocore.exceptions import ClientError
 
-from billing.core import clock
+from billing.core import clock, snapstart
 from billing.core.errors import (
     BadRequest,
     ConfigurationError,
@@ -237,6 +237,16 @@ def _dynamodb() -> Any:
             # Endpoint from AWS_ENDPOINT_URL_DYNAMODB when set (the local stack).
             _client = boto3.client("dynamodb")
         return _client
+
+
+@snapstart.after_restore
+def _drop_client() -> None:
+    """The DynamoDB client is built again after a SnapStart restore; the secrets are
+    re-read (core.snapstart drops Powertools' cache), with no forced refresh pending."""
+    global _client, _last_forced_refresh
+    with _lock:
+        _client = None
+        _last_forced_refresh = 0.0
 
 
 def store(delivery: Delivery) -> bool:
