@@ -22,8 +22,11 @@ taken round-robin so that a busy machine slows every variant alike. The
 floor, `import boto3; boto3.client("dynamodb")` from the same layer tree in
 the same run, is what any Python function that talks to DynamoDB pays; each
 function is printed as a ratio to it (DESIGN.md section 7's targets), with
-its peak memory (ru_maxrss of the sample). The same layer with its bytecode
-removed is measured too, so the gain stays visible.
+its peak memory (ru_maxrss of the sample). Beside each function, in the
+same run: the same layer with its bytecode removed (the gain stays
+visible), the function with DetailedTracing on (what the X-Ray SDK costs),
+and for the API every route group loaded (what its first requests can add:
+the groups load on first use).
 
 `python -m bench.imports --profile WebhookFunction` prints where one
 function's import time goes (`python -X importtime`, same tree and
@@ -256,6 +259,15 @@ def functions() -> tuple[Path, list[Function]]:
     return layer, out
 
 
+# What a function's later requests can add to its import, measured beside it:
+# the API's route groups load on first use (billing.api.lazy).
+LATER = {"ApiFunction": ("with every route group loaded", "app.app.load()")}
+
+
+def _row(metric: str, value: float, unit: str) -> dict[str, Any]:
+    return {"benchmark": "cold import", "metric": metric, "value": value, "unit": unit}
+
+
 def run() -> list[dict[str, Any]]:
     layer, fns = functions()
     bare_layer = without_bytecode(layer)
@@ -263,34 +275,35 @@ def run() -> list[dict[str, Any]]:
     floor_env = lambda_environment("Floor", BUILD, {}, 512, "app.handler")
     variants = [Variant("floor", FLOOR_CODE, (str(layer),), tuple(floor_env.items()))]
     for fn in fns:
-        variants.append(Variant(fn.logical_id, f"import {fn.module}", (str(fn.built), str(layer)),
-                                tuple(fn.env.items())))
+        code, paths, env = f"import {fn.module}", (str(fn.built), str(layer)), tuple(fn.env.items())
+        variants.append(Variant(fn.logical_id, code, paths, env))
         if compiled:
-            variants.append(Variant(f"{fn.logical_id} without bytecode", f"import {fn.module}",
-                                    (str(fn.source), str(bare_layer)), tuple(fn.env.items())))
+            variants.append(Variant(f"{fn.logical_id} without bytecode", code, (str(fn.source), str(bare_layer)),
+                                    env))
+        if "DETAILED_TRACING" in fn.env:
+            variants.append(Variant(f"{fn.logical_id} with DetailedTracing", code, paths,
+                                    tuple({**fn.env, "DETAILED_TRACING": "true"}.items())))
+        if fn.logical_id in LATER:
+            what, later = LATER[fn.logical_id]
+            variants.append(Variant(f"{fn.logical_id} {what}", f"{code}; {later}", paths, env))
     results = measure(variants)
     floor = results["floor"]
-    rows: list[dict[str, Any]] = [
-        {"benchmark": "cold import", "metric": f"floor: {FLOOR_CODE} (layer {'with' if compiled else 'without'} "
-         "bytecode)", "value": round(floor["ms"]), "unit": "ms"},
-        {"benchmark": "cold import", "metric": "floor: peak memory", "value": round(floor["peak_mib"]),
-         "unit": "MiB"},
-    ]
+    rows = [_row(f"floor: {FLOOR_CODE} (layer {'with' if compiled else 'without'} bytecode)", round(floor["ms"]),
+                 "ms"),
+            _row("floor: peak memory", round(floor["peak_mib"]), "MiB")]
     for fn in fns:
         got = results[fn.logical_id]
         ratio = got["ms"] / floor["ms"]
         target = TARGETS.get(fn.logical_id)
         verdict = "" if target is None else f" (target {target:.1f}x: {'met' if ratio <= target else 'MISSED'})"
-        rows.append({"benchmark": "cold import", "metric": f"{fn.logical_id} ({', '.join(got['loaded'])})",
-                     "value": round(got["ms"]), "unit": "ms"})
-        rows.append({"benchmark": "cold import", "metric": f"{fn.logical_id} / floor",
-                     "value": round(ratio, 2), "unit": f"x{verdict}"})
-        rows.append({"benchmark": "cold import", "metric": f"{fn.logical_id} peak memory",
-                     "value": round(got["peak_mib"]), "unit": "MiB"})
-        bare = results.get(f"{fn.logical_id} without bytecode")
-        if bare is not None:
-            rows.append({"benchmark": "cold import", "metric": f"{fn.logical_id} without bytecode",
-                         "value": round(bare["ms"]), "unit": f"ms ({bare['ms'] / floor['ms']:.2f}x the floor)"})
+        rows.append(_row(f"{fn.logical_id} ({', '.join(got['loaded'])})", round(got["ms"]), "ms"))
+        rows.append(_row(f"{fn.logical_id} / floor", round(ratio, 2), f"x{verdict}"))
+        rows.append(_row(f"{fn.logical_id} peak memory", round(got["peak_mib"]), "MiB"))
+        for name, got_other in results.items():
+            if name.startswith(f"{fn.logical_id} "):
+                rows.append(_row(name, round(got_other["ms"]),
+                                 f"ms ({got_other['ms'] / floor['ms']:.2f}x the floor, "
+                                 f"{got_other['peak_mib']:.0f} MiB)"))
     return rows
 
 
