@@ -14,8 +14,8 @@ every cold start, so it is off unless asked for:
   payload (response bodies hold customers' emails, names and metadata; an
   exception's message may quote what it refused). A failing handler or
   method is marked as a fault with its exception's type, and nothing more:
-  the exception is raised again outside its subsegment, where the X-Ray SDK
-  would record its message and stack.
+  the exception is raised again outside its subsegment, since the X-Ray SDK
+  records the message and stack of an exception that leaves one.
 """
 
 from __future__ import annotations
