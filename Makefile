@@ -138,9 +138,18 @@ test-dynamodb-local: $(DEV_STAMP) ## the local-stack integration suite again, on
 	$(BIN)/python -m devstack.dynamodb_local -- $(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
 .PHONY: template-check
-template-check: $(SAM_STAMP) ## cfn-lint and sam validate (no AWS credentials needed)
+TEMPLATE_ON := .aws-sam/template-switches-on.yaml
+template-check: $(SAM_STAMP) ## cfn-lint and sam validate (no AWS credentials needed), switches off and on
 	$(SAM_BIN)/cfn-lint template.yaml
 	$(SAM) validate --template-file template.yaml --region $(REGION)
+	@# Again with SnapStart and DetailedTracing on: a copy whose two defaults are "true".
+	@mkdir -p .aws-sam
+	sed -e '/^  SnapStart:$$/,/Default:/ s/Default: "false"/Default: "true"/' \
+	    -e '/^  DetailedTracing:$$/,/Default:/ s/Default: "false"/Default: "true"/' template.yaml > $(TEMPLATE_ON)
+	@test "$$(diff template.yaml $(TEMPLATE_ON) | grep -c '^> *Default: "true"')" = 2 || \
+	  { echo "error: could not turn SnapStart and DetailedTracing on in $(TEMPLATE_ON)" >&2; exit 1; }
+	$(SAM_BIN)/cfn-lint $(TEMPLATE_ON)
+	$(SAM) validate --template-file $(TEMPLATE_ON) --region $(REGION)
 
 .PHONY: scan
 # checkov over the template as a platform team would run it: every finding is

@@ -49,6 +49,7 @@ class Context:
 
 
 def routes() -> list[Route]:
+    app.load()  # every route group (they load on first use, billing.api.lazy)
     return [r for r in [*app._static_routes, *app._dynamic_routes] if r.include_in_schema]
 
 

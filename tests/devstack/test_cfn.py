@@ -125,3 +125,17 @@ def test_project_template_resolves_its_kms_conditions_both_ways(key: str) -> Non
     globals_ = resolver.resolve(stack.doc["Globals"]["Function"])
     assert globals_.get("KmsKeyArn") == (key or None)
     assert {f.logical_id for f in stack.functions()} >= {"ApiFunction", "MeterReporterFunction", "WebhookFunction"}
+
+
+def test_project_template_reads_the_same_with_snapstart_and_detailed_tracing_on() -> None:
+    # AutoPublishAlias, VersionDescription and SnapStart's !If are read (or
+    # ignored) by the local stack; turning both parameters on changes only
+    # the tracing switch in each function's environment.
+    off = {f.logical_id: f for f in Stack(ROOT / "template.yaml", stack_name="x").functions()}
+    on = {f.logical_id: f for f in Stack(ROOT / "template.yaml", stack_name="x",
+                                         parameters={"SnapStart": "true", "DetailedTracing": "true"}).functions()}
+    assert set(on) == set(off) and len(on) >= 5
+    for lid, spec in on.items():
+        assert spec.environment == {**off[lid].environment, "DETAILED_TRACING": "true"}, lid
+        assert off[lid].environment["DETAILED_TRACING"] == "false", lid
+        assert (spec.routes, spec.streams, spec.schedules) == (off[lid].routes, off[lid].streams, off[lid].schedules)

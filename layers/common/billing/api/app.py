@@ -1,4 +1,5 @@
-"""The API function's resolver with every router included."""
+"""The API function's resolver: the routes every request may reach, and the
+registry of route groups it imports on first use (billing.api.lazy)."""
 
 from __future__ import annotations
 
@@ -8,25 +9,35 @@ from http import HTTPStatus
 from aws_lambda_powertools.event_handler import Response, content_types
 
 from billing.api import bodies, errors, openapi
-from billing.api.routes import customers, health, promotions, usage, webhook_events
+from billing.api.lazy import LazyResolver, group
+from billing.api.routes import health
+from billing.core import snapstart
+
+# The route groups: a module of billing.api.routes and every path prefix its
+# routes live under. Adding a route module is one line here.
+ROUTE_GROUPS = (
+    group("customers", "/v1/customers", "/v1/owners"),
+    group("usage", "/v1/usage"),
+    group("webhook_events", "/v1/webhook-events"),
+    group("promotions", "/v1/coupons", "/v1/promotion-codes"),
+)
 
 # Every route returns Response[Model]: Powertools validates the body against the
 # model and serialises it through it. A body the model refuses is our bug, so
-# a 500 internal_error (billing.api.errors), never a 422 to the caller.
-# Bodies are read strictly, before validation, on every route (billing.api.bodies).
-app = bodies.StrictResolver(enable_validation=True,
-                            response_validation_error_http_code=HTTPStatus.INTERNAL_SERVER_ERROR)
+# a 500 internal_error (billing.api.errors), never a 422 to the caller. Bodies
+# are read strictly, before validation, on every route (billing.api.bodies).
+app = LazyResolver(enable_validation=True, response_validation_error_http_code=HTTPStatus.INTERNAL_SERVER_ERROR,
+                   groups=ROUTE_GROUPS)
 errors.register(app)
 app.use([bodies.read_every_body])
 app.include_router(health.router)
-app.include_router(customers.router)
-app.include_router(usage.router)
-app.include_router(webhook_events.router)
-app.include_router(promotions.router)
+# With SnapStart, the snapshot holds every route group: no restored environment loads one.
+snapstart.before_snapshot(app.load)
 
 
 @cache
 def openapi_json() -> str:
+    # Every group, loaded by the resolver before it builds the document.
     return openapi.document(app)
 
 

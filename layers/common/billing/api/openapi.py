@@ -13,7 +13,6 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 
-from billing.api.routes import webhook_events
 from billing.api.schemas import ErrorBody
 
 TITLE = "billing-functions"
@@ -73,7 +72,10 @@ def document(app: APIGatewayRestResolver) -> str:
         description="Stripe billing on AWS: customers, usage metering, webhooks, promotion codes.",
     ))
     # The webhook endpoint is another function's route: described here so the
-    # one document covers the whole API.
+    # one document covers the whole API. (Imported here: its route group loads
+    # on first use, billing.api.lazy.)
+    from billing.api.routes import webhook_events
+
     webhook_paths, webhook_schemas = webhook_events.openapi_paths()
     doc.setdefault("paths", {}).update(webhook_paths)
     doc.setdefault("components", {}).setdefault("schemas", {}).update(webhook_schemas)

@@ -51,6 +51,13 @@ class StripeSettings:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class ObservabilitySettings:
+    """Every function: the DetailedTracing parameter (core.tracing)."""
+
+    detailed_tracing: bool = env("DETAILED_TRACING", False)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class WebhookIngestSettings:
     webhook_events_table: str = env(WEBHOOK_EVENTS_TABLE)
     stripe_webhook_secrets_param: str = env("STRIPE_WEBHOOK_SECRETS_PARAM")
@@ -145,6 +152,11 @@ def _parse(kind: Any, raw: str) -> Any:
             raise ValueError(f"one of {', '.join(map(str, get_args(kind)))}")
         return raw
     base = next((a for a in get_args(kind) if a is not type(None)), kind)  # X | None -> X
+    if base is bool:
+        # The template's spelling of a boolean parameter.
+        if raw.lower() not in ("true", "false"):
+            raise ValueError("one of true, false")
+        return raw.lower() == "true"
     if base is int:
         return int(raw)
     if base is float:

@@ -22,6 +22,7 @@ from pynamodb.connection import Connection
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
+from billing.core import snapstart
 from billing.core.settings import (
     CHARGES_TABLE,
     COUPONS_TABLE,
@@ -72,6 +73,19 @@ def connection() -> Connection:
     if _connection is None:
         _connection = Connection(region=_region())
     return _connection
+
+
+@snapstart.after_restore
+def _drop_connections() -> None:
+    """Every connection (its botocore session, credentials and pool) is built
+    again after a SnapStart restore: the shared one and each model's."""
+    global _connection
+    _connection = None
+    models: list[type[Model]] = list(Model.__subclasses__())
+    while models:
+        model = models.pop()
+        model._connection = None
+        models.extend(model.__subclasses__())
 
 
 class _Meta:

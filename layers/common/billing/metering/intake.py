@@ -19,7 +19,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from pynamodb.exceptions import TransactWriteError
 from pynamodb.transactions import TransactWrite
 
-from billing.core import clock, ids
+from billing.core import clock, ids, snapstart
 from billing.core.errors import Conflict, NotFound, ValidationFailed
 from billing.core.observability import logger, metrics
 from billing.customers import records as customers
@@ -142,6 +142,8 @@ class _TTLCache:
 # found). A customer deleted within the TTL may still be billed for that long;
 # Stripe then reports the event through a meter error, which fails the row.
 _customer_cache = _TTLCache(CUSTOMER_CACHE_SIZE, CUSTOMER_CACHE_SECONDS)
+# A snapshot's entries (and its monotonic clock) are not this environment's.
+snapstart.after_restore(_customer_cache.clear)
 
 
 def resolve_customer(usage: UsageInput) -> BillableCustomer:

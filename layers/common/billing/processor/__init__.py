@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 
+from billing.core import snapstart
 from billing.core.settings import StripeSettings, load
 from billing.processor.base import PROCESSOR_METHODS, Processor
 from billing.processor.errors import ProcessorFailure, from_stripe_error
@@ -80,6 +81,26 @@ def get_processor() -> Processor:
             )
             _cached_key = api_key
         return _cached
+
+
+@snapstart.before_snapshot
+def _warm() -> None:
+    """What building the StripeProcessor imports, into a SnapStart snapshot (never
+    the client: it holds the API key)."""
+    import stripe  # noqa: F401
+    from aws_lambda_powertools.utilities import parameters  # noqa: F401
+
+    import billing.processor.stripe_processor  # noqa: F401
+
+
+@snapstart.after_restore
+def _drop_client() -> None:
+    """The StripeProcessor (its HTTP connections) and its key: read and built again
+    after a SnapStart restore. An installed processor stays."""
+    global _cached, _cached_key
+    with _lock:
+        _cached = None
+        _cached_key = None
 
 
 def _stripe_api_key() -> str:

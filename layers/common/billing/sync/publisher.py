@@ -27,6 +27,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from botocore.exceptions import BotoCoreError, ClientError
 
+from billing.core import snapstart
 from billing.core.observability import logger, metrics
 from billing.core.settings import EventPublisherSettings, load
 from billing.sync import bus
@@ -43,6 +44,15 @@ def _events() -> Any:
             # Endpoint from AWS_ENDPOINT_URL_EVENTBRIDGE when set (the local stack's stand-in).
             _client = boto3.client("events")
         return _client
+
+
+@snapstart.after_restore
+def _drop_client() -> None:
+    """Built again after a SnapStart restore: its connections and credentials
+    belong to the snapshot's process."""
+    global _client
+    with _lock:
+        _client = None
 
 
 def put_entries(entries: list[dict[str, Any]]) -> list[bool]:

@@ -23,7 +23,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from billing.core import clock
+from billing.core import clock, snapstart
 from billing.core.errors import BadRequest, Unavailable
 from billing.core.observability import logger
 from billing.data.cancellation import retryable_dynamodb_code
@@ -110,6 +110,15 @@ def _dynamodb() -> Any:
             # Endpoint from AWS_ENDPOINT_URL_DYNAMODB when set (the local stack).
             _client = boto3.client("dynamodb")
         return _client
+
+
+@snapstart.after_restore
+def _drop_client() -> None:
+    """The DynamoDB client is built again after a SnapStart restore (its
+    connections and credentials belong to the snapshot's process)."""
+    global _client
+    with _lock:
+        _client = None
 
 
 def put_once(delivery: Delivery, table: str, *, via: str) -> bool:

@@ -24,7 +24,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities import parameters
 
-from billing.core import jsonbody
+from billing.core import jsonbody, snapstart
 from billing.core.errors import (
     BadRequest,
     ConfigurationError,
@@ -165,6 +165,15 @@ def parse(raw: bytes) -> Delivery:
         raise BadRequest("the webhook body is not a JSON object")
     # The raw text is stored exactly as Stripe signed it.
     return inbox.read(doc, raw.decode("utf-8"))
+
+
+@snapstart.after_restore
+def _forget_refresh() -> None:
+    """After a SnapStart restore the secrets are re-read (core.snapstart drops
+    Powertools' cache), with no forced refresh pending."""
+    global _last_forced_refresh
+    with _lock:
+        _last_forced_refresh = 0.0
 
 
 def store(delivery: Delivery) -> bool:
