@@ -5,15 +5,17 @@ from __future__ import annotations
 from functools import cache
 from http import HTTPStatus
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler import Response, content_types
 
 from billing.api import errors, openapi
+from billing.api.idempotency import IdempotentResolver
 from billing.api.routes import customers, health, promotions, usage, webhook_events
 
 # Every route returns Response[Model]: Powertools validates the body against the
 # model and serialises it through it. A body the model refuses is our bug, so
 # a 500 internal_error (billing.api.errors), never a 422 to the caller.
-app = APIGatewayRestResolver(enable_validation=True,
+# Every POST, PUT, PATCH and DELETE takes an Idempotency-Key (billing.api.idempotency).
+app = IdempotentResolver(enable_validation=True,
                              response_validation_error_http_code=HTTPStatus.INTERNAL_SERVER_ERROR)
 errors.register(app)
 app.include_router(health.router)
