@@ -10,6 +10,10 @@ from aws_lambda_powertools.event_handler import Response, content_types
 from billing.api import errors, openapi
 from billing.api.idempotency import IdempotentResolver
 from billing.api.routes import customers, health, promotions, usage, webhook_events
+from billing.api.routes.billing import router as billing_router
+from billing.api.routes.catalog import router as catalog_router
+from billing.api.routes.invoices import router as invoices_router
+from billing.api.routes.subscriptions import router as subscriptions_router
 
 # Every route returns Response[Model]: Powertools validates the body against the
 # model and serialises it through it. A body the model refuses is our bug, so
@@ -23,6 +27,10 @@ app.include_router(customers.router)
 app.include_router(usage.router)
 app.include_router(webhook_events.router)
 app.include_router(promotions.router)
+app.include_router(catalog_router)
+app.include_router(subscriptions_router)
+app.include_router(invoices_router)
+app.include_router(billing_router)
 
 
 @cache
