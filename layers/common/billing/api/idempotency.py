@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Mapping
 from functools import cache
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 
@@ -37,16 +38,29 @@ from billing.core.settings import ApiSettings, load
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 HEADER: Final = "Idempotency-Key"
 WEBHOOK_PATH: Final = "/v1/webhooks/stripe"  # another function's route: Stripe's event ids dedupe it
 REPLAYED_HEADER: Final = "Idempotent-Replayed"
 MUTATING: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 KEEP_SECONDS: Final = 24 * 3600
+API_TIMEOUT_SECONDS: Final = 29
 MAX_KEY_LENGTH: Final = 255
 KEY: Final = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 # Refusals that mean the request never ran: kept, they would bar the corrected retry.
 _NOT_RUN_STATUSES: Final = frozenset({400, 413, 415, 422, 429})
+
+
+class _Deadline:
+    """The remaining time of an invocation without a Lambda context (tests):
+    API Gateway's 29 seconds from now."""
+
+    def __init__(self) -> None:
+        self._until = time.monotonic() + API_TIMEOUT_SECONDS
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._until - time.monotonic()) * 1000))
 
 
 class _NotKept(Exception):
@@ -90,6 +104,12 @@ def _body(event: Mapping[str, Any]) -> Any:
         return raw
 
 
+def scope(caller: str, method: str, path: str) -> str:
+    """What keeps equal keys apart: the processor keys of a request under
+    Idempotency-Key K are derived from K within this scope."""
+    return json.dumps([caller, method, path])
+
+
 def _kept(result: dict[str, Any]) -> bool:
     status = int(result.get("statusCode", 500))
     if status >= 500 or status in _NOT_RUN_STATUSES:
@@ -128,20 +148,19 @@ def reset_store() -> None:
 class IdempotentResolver(APIGatewayRestResolver):
     """The API's resolver: every mutating request goes through Idempotency-Key."""
 
-    def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+    def resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
         method = str(event.get("httpMethod") or "").upper()
         key = _header(event) if method in MUTATING else None
-        scope = json.dumps([_caller(event), method, event.get("path")])
         if key is None:
             with idempotency.request(None):
                 return dict(super().resolve(event, context))
         if not KEY.match(key):
             return _error(422, "validation_error", f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable ASCII "
                           "characters without spaces", {HEADER: "invalid"})
-        with idempotency.request(key, scope):
+        with idempotency.request(key, scope(_caller(event), method, str(event.get("path")))):
             return self._once(event, context, key, method)
 
-    def _once(self, event: Mapping[str, Any], context: Any, key: str, method: str) -> dict[str, Any]:
+    def _once(self, event: Mapping[str, Any], context: LambdaContext, key: str, method: str) -> dict[str, Any]:
         from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
         from aws_lambda_powertools.utilities.idempotency.exceptions import (
             IdempotencyAlreadyInProgressError,
@@ -153,8 +172,9 @@ class IdempotentResolver(APIGatewayRestResolver):
         config = IdempotencyConfig(event_key_jmespath="[caller, method, path, key]",
                                    payload_validation_jmespath="[body, query]", raise_on_no_idempotency_key=True,
                                    expires_after_seconds=KEEP_SECONDS, response_hook=_replayed)
-        if hasattr(context, "get_remaining_time_in_millis"):
-            config.register_lambda_context(context)
+        # A request that dies half way frees its key when it would have timed out.
+        deadline = context if hasattr(context, "get_remaining_time_in_millis") else _Deadline()
+        config.register_lambda_context(cast("LambdaContext", deadline))
         request = {"key": key, "caller": _caller(event), "method": method, "path": event.get("path"),
                    "body": _body(event), "query": sorted((event.get("queryStringParameters") or {}).items())}
 
