@@ -47,6 +47,7 @@ class FakeStripe:
         self._progress = threading.Condition()
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._held = threading.Event()  # set: events wait in the log (a test's control)
         self._thread: threading.Thread | None = None
         self.fake.on_event(self._wake.set)
 
@@ -70,8 +71,19 @@ class FakeStripe:
             self._thread.join(timeout=10)
             self._thread = None
 
+    def hold(self, held: bool) -> None:
+        """Hold the events in the log (a test that wants to see the API's own
+        writes before the webhooks they cause), or deliver them again."""
+        if held:
+            self._held.set()
+        else:
+            self._held.clear()
+            self._wake.set()
+
     def wait_delivered(self, timeout: float = 30.0) -> bool:
         """Wait until every event recorded so far was delivered (or given up on)."""
+        if self._held.is_set():
+            return False
         deadline = time.monotonic() + timeout
         target = self.fake.event_count()
         with self._progress:
@@ -87,7 +99,7 @@ class FakeStripe:
         while not self._stopping.is_set():
             self._wake.wait(0.5)
             self._wake.clear()
-            while not self._stopping.is_set():
+            while not self._stopping.is_set() and not self._held.is_set():
                 with self._progress:
                     generation, position = self._generation, self._delivered
                 batch = self.fake.events_since(position)
@@ -96,6 +108,8 @@ class FakeStripe:
                 for event in batch:
                     if self._stopping.is_set():
                         return
+                    if self._held.is_set():
+                        break
                     self._deliver_with_retries(event)
                     with self._progress:
                         if generation != self._generation:
@@ -123,6 +137,7 @@ class FakeStripe:
         router.add_local("POST", "/_local/fake-stripe/reset", self._reset)
         router.add_local("POST", "/_local/fake-stripe/meter-error", self._meter_error)
         router.add_local("POST", "/_local/fake-stripe/advance", self._advance)
+        router.add_local("POST", "/_local/fake-stripe/delivery", self._delivery)
         router.add_local("GET", "/_local/fake-stripe/events", self._events)
         router.add_local("POST", "/_local/fake-stripe/products", self._add_product)
         router.add_local("POST", "/_local/fake-stripe/checkout-sessions/{session_id}/complete",
@@ -162,6 +177,16 @@ class FakeStripe:
             self._progress.notify_all()
         self._wake.set()
         return 200, {"reset": True}
+
+    def _delivery(self, request: LocalRequest, params: dict[str, str]) -> tuple[int, Any]:
+        """{"hold": true}: events wait in the log; {"hold": false}: they are delivered (in order)."""
+        body = request.json()
+        if not isinstance(body, dict) or not isinstance(body.get("hold"), bool):
+            raise ValueError('give {"hold": true} or {"hold": false}')
+        self.hold(body["hold"])
+        with self._progress:
+            delivered = self._delivered
+        return 200, {"held": body["hold"], "delivered": delivered, "count": self.fake.event_count()}
 
     def _advance(self, request: LocalRequest, params: dict[str, str]) -> tuple[int, Any]:
         """Stripe's test clock: billing time moves on; what came due runs and its events are delivered."""
