@@ -32,6 +32,7 @@ from tests.integration.webhook_helpers import (
     fake,
     ledger,
     settle,
+    settled,
     sign,
     sign_bytes,
     uid,
@@ -124,8 +125,11 @@ def test_a_redelivery_is_acknowledged_as_a_duplicate_and_writes_nothing(api: Cli
 
 def test_duplicate_storm_gives_one_row_one_ledger_entry_one_projection_change(api: Client, stack: LocalStack
                                                                               ) -> None:
-    customer = api.put(f"/v1/owners/User/{uid()}/customer", {"name": "Before"}).json()
-    update = event("customer.updated", customer_object(customer["processor_id"], name="After the storm"))
+    created = api.put(f"/v1/owners/User/{uid()}/customer", {"name": "Before"}).json()
+    settled(api)  # Stripe's customer.created for it came first
+    customer = api.get(f"/v1/customers/{created['id']}").json()
+    update = event("customer.updated", customer_object(customer["processor_id"], name="After the storm"),
+                   created=customer["last_stripe_event_ts"] + 1)
     payload = json.dumps(update).encode()
     header = sign(payload)
     with ThreadPoolExecutor(max_workers=10) as pool:
