@@ -7,7 +7,8 @@ section 6.
 
 Like Stripe, the Fake sends the events its changes cause: a delivery loop
 posts each event of its log (events.py), in order, signed, to the stack's
-webhook route, asynchronously, retrying an event the endpoint does not
+webhook route, asynchronously and a moment after the change (Stripe's
+webhooks trail its API answers), retrying an event the endpoint does not
 acknowledge (with backoff, as Stripe does, for a few seconds here).
 """
 
@@ -31,6 +32,10 @@ from devstack.gateway import LocalRequest, Router
 RPC_PATH = "/_local/fake-stripe/rpc"
 # An event the webhook route does not acknowledge is sent again after 0.05, 0.1, ... s (capped), then dropped.
 DELIVERY_TRIES = 10
+# How long an event waits before it is sent: Stripe's webhooks trail the API
+# answer of the change that caused them (a test that needs the other order
+# holds them, POST /_local/fake-stripe/delivery).
+DELIVERY_DELAY_SECONDS = 0.5
 DELIVERY_BACKOFF_CAP_SECONDS = 2.0
 log = logging.getLogger("devstack.fake_stripe")
 
@@ -105,6 +110,7 @@ class FakeStripe:
                 batch = self.fake.events_since(position)
                 if not batch:
                     break
+                self._stopping.wait(DELIVERY_DELAY_SECONDS)
                 for event in batch:
                     if self._stopping.is_set():
                         return
