@@ -199,3 +199,58 @@ def test_a_swap_with_always_invoice_bills_the_proration_now(fake: FakeProcessor,
     assert 2200 < update["amount_due"] < 2700 and update["status"] == "paid"
     assert summary.billing("User", "u-8")["entitlements"] == ["advanced_reports", "api_access",
                                                               "priority_support", "reports"]
+
+
+def test_a_promotion_code_is_checked_then_discounts_the_first_invoice(fake: FakeProcessor, hooks: Deliverer) -> None:
+    from billing.promotions import codes, coupons
+    from billing.promotions.codes import NewPromotionCode
+    from billing.promotions.coupons import NewCoupon
+
+    customer, pm = _customer(hooks, "u-9")
+    coupon = coupons.create(NewCoupon(percent_off=50.0, duration="once"), API)
+    codes.create(NewPromotionCode(code="HALF", coupon=coupon["id"]), API)
+    codes.create(NewPromotionCode(code="OFF", coupon=coupon["id"], active=False), API)
+    with pytest.raises(ValidationFailed) as refused:
+        actions.create(customer["id"], actions.NewSubscription(
+            items=[(_price(fake, "pro_monthly")["id"], 1)], promotion_code="off", default_payment_method=pm), API)
+    assert refused.value.details == {"promotion_code": "inactive"}
+    assert not [c for c in fake.calls if c["operation"] == "create_subscription"]
+    created = actions.create(customer["id"], actions.NewSubscription(
+        items=[(_price(fake, "pro_monthly")["id"], 1)], promotion_code="half", default_payment_method=pm,
+        payment_behavior="error_if_incomplete"), API)
+    (sent,) = [c for c in fake.calls if c["operation"] == "create_subscription"]
+    assert sent["args"]["params"]["discounts"] == [{"promotion_code": listing_codes("HALF")[0]["id"]}]
+    hooks.deliver()
+    (invoice,) = listing.list_invoices(customer_id=None, status=None, subscription=created["id"], limit=5,
+                                       cursor=None)[0]
+    assert (invoice["amount_due"], invoice["amount_paid"]) == (1450, 1450)
+
+
+def listing_codes(code: str) -> list[dict[str, Any]]:
+    from billing.promotions import listing as promotion_listing
+
+    return promotion_listing.list_codes(active=True, code=code, coupon=None, sort="expires_at", order="asc",
+                                        limit=5, cursor=None)[0]
+
+
+def test_subscriptions_list_by_customer_status_and_price_with_cursors(fake: FakeProcessor, hooks: Deliverer) -> None:
+    customer, pm = _customer(hooks, "u-10")
+    starter, pro = _price(fake, "starter_monthly")["id"], _price(fake, "pro_monthly")["id"]
+    made = [actions.create(customer["id"], actions.NewSubscription(
+        items=[(price, 1)], default_payment_method=pm, payment_behavior="allow_incomplete"), API)["id"]
+        for price in (starter, pro, pro)]
+    actions.cancel(made[0], at_period_end=False, actor=API)
+    hooks.deliver()
+    first, cursor = listing.list_subscriptions(customer_id=customer["id"], status=None, price=None, limit=2,
+                                               cursor=None)
+    rest, end = listing.list_subscriptions(customer_id=customer["id"], status=None, price=None, limit=2,
+                                           cursor=cursor)
+    assert [s["id"] for s in first + rest] == made[::-1] and end is None
+    active_pro, _ = listing.list_subscriptions(customer_id=customer["id"], status="active", price=pro, limit=10,
+                                               cursor=None)
+    assert {s["id"] for s in active_pro} == set(made[1:])
+    canceled, _ = listing.list_subscriptions(customer_id=None, status="canceled", price=starter, limit=10,
+                                             cursor=None)
+    assert [s["id"] for s in canceled] == [made[0]]
+    with pytest.raises(ValidationFailed):
+        listing.list_subscriptions(customer_id=None, status="active", price=None, limit=2, cursor=cursor)
