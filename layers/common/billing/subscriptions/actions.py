@@ -181,10 +181,10 @@ def swap(subscription_id: str, *, price: str | None, quantity: int | None, item:
         raise invalid_state(row, "swap")
     items = [i for i in (mapping((row.data or {}).get("items")).get("data") or []) if isinstance(i, dict)]
     chosen = [i for i in items if i.get("id") == item] if item is not None else items
+    if len(chosen) != 1 and item is None:
+        raise ValidationFailed("name the subscription item to change (item)", {"item": "required"})
     if len(chosen) != 1:
-        raise ValidationFailed("name the subscription item to change (item)" if item is None
-                               else f"subscription {row.pk} has no item {item}", {"item": "required" if item is None
-                                                                                   else "not_found"})
+        raise ValidationFailed(f"subscription {row.pk} has no item {item}", {"item": "not_found"})
     change: JSONDict = {"id": chosen[0]["id"]}
     if price is not None:
         change["price"] = price
