@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -148,8 +149,15 @@ class LocalStack:
                     raise error
         self._start_services()
         self.gateway.start()
+        if self.fake_stripe is not None:
+            # The Fake's events (its seeded catalog first) reach the webhook
+            # route from now on; the catalog is projected before start returns.
+            self.fake_stripe.start_delivery()
+            self.settle(timeout=60.0)
 
     def stop(self) -> None:
+        if self.fake_stripe is not None:
+            self.fake_stripe.stop_delivery()
         for service in reversed(self.services):
             service.stop()
         self.services.clear()
@@ -234,14 +242,39 @@ class LocalStack:
         """Wait until every stream record written so far was delivered or dead-lettered."""
         return self.streams is None or self.streams.drain_all(timeout)
 
+    def settle(self, timeout: float = 30.0) -> bool:
+        """Wait until the Fake delivered every event it recorded so far and the
+        stream pollers applied them (what a test waits for before asserting
+        the outcome of a change Stripe reports by webhook)."""
+        deadline = time.monotonic() + timeout
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
+        fake = self.fake_stripe
+        for _ in range(5):
+            if fake is not None and not fake.wait_delivered(left()):
+                return False
+            # Twice: applying an event can re-drive deferred ones, which are new stream records.
+            if not (self.drain(left()) and self.drain(left())):
+                return False
+            if fake is None or fake.wait_delivered(0.0):
+                return True
+        return False
+
     def _register_local_routes(self) -> None:
         assert self.gateway is not None
         self.gateway.router.add_local("GET", "/_local/functions", self._list_functions)
         self.gateway.router.add_local("GET", "/_local/on-failure", self._on_failure_records)
         self.gateway.router.add_local("POST", "/_local/schedules/{name}/trigger", self._trigger_schedule)
+        self.gateway.router.add_local("POST", "/_local/settle", self._settle)
         self.gateway.router.add_local("POST", "/_local/dynamodb/faults", self._dynamodb_faults)
         self.gateway.router.add_local("GET", "/_local/dynamodb/faults", self._dynamodb_faults)
         self.gateway.router.add_local("DELETE", "/_local/dynamodb/faults", self._dynamodb_faults)
+
+    def _settle(self, request: LocalRequest, params: dict[str, str]) -> tuple[int, Any]:
+        settled = self.settle()
+        return (200 if settled else 504), {"settled": settled}
 
     def _on_failure_records(self, request: LocalRequest, params: dict[str, str]) -> tuple[int, Any]:
         return 200, {"data": self.on_failure.records()}

@@ -4,6 +4,12 @@ Functions run in their own processes, so they reach the one FakeProcessor
 through `POST /_local/fake-stripe/rpc` (remote.py, installed in each worker by
 devstack/runtime.py); the other routes are the control surface of DESIGN.md
 section 6.
+
+Like Stripe, the Fake sends the events its changes cause: a delivery loop
+posts each event of its log (events.py), in order, signed, to the stack's
+webhook route, asynchronously and a moment after the change (Stripe's
+webhooks trail its API answers), retrying an event the endpoint does not
+acknowledge (with backoff, as Stripe does, for a few seconds here).
 """
 
 from __future__ import annotations
@@ -11,16 +17,27 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
+import threading
 import time
 import urllib.error
 import urllib.request
 from typing import Any
 
+from billing.processor.errors import ProcessorFailure
 from devstack.fake_stripe import rpc
 from devstack.fake_stripe.processor import FakeProcessor
 from devstack.gateway import LocalRequest, Router
 
 RPC_PATH = "/_local/fake-stripe/rpc"
+# An event the webhook route does not acknowledge is sent again after 0.05, 0.1, ... s (capped), then dropped.
+DELIVERY_TRIES = 10
+# How long an event waits before it is sent: Stripe's webhooks trail the API
+# answer of the change that caused them (a test that needs the other order
+# holds them, POST /_local/fake-stripe/delivery).
+DELIVERY_DELAY_SECONDS = 0.5
+DELIVERY_BACKOFF_CAP_SECONDS = 2.0
+log = logging.getLogger("devstack.fake_stripe")
 
 
 class FakeStripe:
@@ -29,9 +46,93 @@ class FakeStripe:
         # Where the Fake delivers the events it raises, signed like Stripe.
         self.webhook_url: str | None = None
         self.webhook_secret: str | None = None
+        # The delivery loop: how many events of the log were delivered (or given up on).
+        self._delivered = 0
+        self._generation = 0  # bumped by a reset, which starts a new log
+        self._progress = threading.Condition()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._held = threading.Event()  # set: events wait in the log (a test's control)
+        self._thread: threading.Thread | None = None
+        self.fake.on_event(self._wake.set)
 
     def deliver_webhooks_to(self, url: str, secret: str) -> None:
         self.webhook_url, self.webhook_secret = url, secret
+
+    # -- the event delivery loop -------------------------------------------------------
+
+    def start_delivery(self) -> None:
+        """Deliver the log's events from now on (those recorded so far first)."""
+        if self._thread is None:
+            self._stopping.clear()
+            self._thread = threading.Thread(target=self._deliver_loop, name="fake-stripe-events", daemon=True)
+            self._thread.start()
+            self._wake.set()
+
+    def stop_delivery(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def hold(self, held: bool) -> None:
+        """Hold the events in the log (a test that wants to see the API's own
+        writes before the webhooks they cause), or deliver them again."""
+        if held:
+            self._held.set()
+        else:
+            self._held.clear()
+            self._wake.set()
+
+    def wait_delivered(self, timeout: float = 30.0) -> bool:
+        """Wait until every event recorded so far was delivered (or given up on)."""
+        if self._held.is_set():
+            return False
+        deadline = time.monotonic() + timeout
+        target = self.fake.event_count()
+        with self._progress:
+            while self._delivered < target:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._thread is None:
+                    return False
+                self._progress.wait(min(left, 0.1))
+                target = min(target, self.fake.event_count())  # a reset shortens the log
+        return True
+
+    def _deliver_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(0.5)
+            self._wake.clear()
+            while not self._stopping.is_set() and not self._held.is_set():
+                with self._progress:
+                    generation, position = self._generation, self._delivered
+                batch = self.fake.events_since(position)
+                if not batch:
+                    break
+                self._stopping.wait(DELIVERY_DELAY_SECONDS)
+                for event in batch:
+                    if self._stopping.is_set():
+                        return
+                    if self._held.is_set():
+                        break
+                    self._deliver_with_retries(event)
+                    with self._progress:
+                        if generation != self._generation:
+                            break  # reset meanwhile: start over on the new log
+                        self._delivered += 1
+                        self._progress.notify_all()
+
+    def _deliver_with_retries(self, event: dict[str, Any]) -> None:
+        for attempt in range(DELIVERY_TRIES):
+            outcome = self.deliver_event(event)
+            status = outcome.get("status")
+            if status is None or 200 <= int(status) < 300:
+                return
+            if self._stopping.is_set():
+                return
+            time.sleep(min(DELIVERY_BACKOFF_CAP_SECONDS, 0.05 * 2**attempt))
+        log.warning("fake stripe gave up delivering %s (%s)", event.get("id"), event.get("type"))
 
     def register(self, router: Router) -> None:
         router.add_local("POST", RPC_PATH, self._rpc)
@@ -41,6 +142,12 @@ class FakeStripe:
         router.add_local("GET", "/_local/fake-stripe/state", self._state)
         router.add_local("POST", "/_local/fake-stripe/reset", self._reset)
         router.add_local("POST", "/_local/fake-stripe/meter-error", self._meter_error)
+        router.add_local("POST", "/_local/fake-stripe/advance", self._advance)
+        router.add_local("POST", "/_local/fake-stripe/delivery", self._delivery)
+        router.add_local("GET", "/_local/fake-stripe/events", self._events)
+        router.add_local("POST", "/_local/fake-stripe/products", self._add_product)
+        router.add_local("POST", "/_local/fake-stripe/checkout-sessions/{session_id}/complete",
+                         self._complete_checkout)
 
     def _rpc(self, request: LocalRequest, params: dict[str, str]) -> tuple[int, Any]:
         status, body = rpc.dispatch(self.fake, request.json())
@@ -69,8 +176,63 @@ class FakeStripe:
         return 200, snap
 
     def _reset(self, request: LocalRequest, params: dict[str, str]) -> tuple[int, Any]:
-        self.fake.reset()
+        with self._progress:
+            self.fake.reset()
+            self._generation += 1
+            self._delivered = 0
+            self._progress.notify_all()
+        self._wake.set()
         return 200, {"reset": True}
+
+    def _delivery(self, request: LocalRequest, params: dict[str, str]) -> tuple[int, Any]:
+        """{"hold": true}: events wait in the log; {"hold": false}: they are delivered (in order)."""
+        body = request.json()
+        if not isinstance(body, dict) or not isinstance(body.get("hold"), bool):
+            raise ValueError('give {"hold": true} or {"hold": false}')
+        self.hold(body["hold"])
+        with self._progress:
+            delivered = self._delivered
+        return 200, {"held": body["hold"], "delivered": delivered, "count": self.fake.event_count()}
+
+    def _advance(self, request: LocalRequest, params: dict[str, str]) -> tuple[int, Any]:
+        """Stripe's test clock: billing time moves on; what came due runs and its events are delivered."""
+        body = request.json()
+        if not isinstance(body, dict) or "seconds" not in body:
+            raise ValueError('give {"seconds": N}')
+        return 200, self.fake.advance(body["seconds"])
+
+    def _events(self, request: LocalRequest, params: dict[str, str]) -> tuple[int, Any]:
+        """The event log, oldest first, a page at a time (?starting_after=evt_...&limit=&type=)."""
+        limit = int((request.query.get("limit") or ["100"])[-1])
+        if not 1 <= limit <= 1000:
+            raise ValueError("limit must be between 1 and 1000")
+        after = (request.query.get("starting_after") or [""])[-1] or None
+        types = frozenset(request.query.get("type") or []) or None
+        try:
+            data, more = self.fake.event_page(starting_after=after, limit=limit, types=types)
+        except KeyError:
+            return 404, {"error": {"type": "not_found", "message": f"no event {after}", "details": {}}}
+        with self._progress:
+            delivered = self._delivered
+        return 200, {"object": "list", "data": data, "has_more": more, "delivered": delivered,
+                     "count": self.fake.event_count()}
+
+    def _add_product(self, request: LocalRequest, params: dict[str, str]) -> tuple[int, Any]:
+        body = request.json()
+        if not isinstance(body, dict):
+            raise ValueError('give {"name", "features": [...], "prices": [{"unit_amount", "interval", "lookup_key"}]}')
+        made = self.fake.add_product(str(body.get("name") or ""), features=list(body.get("features") or []),
+                                     prices=body.get("prices") or [], description=body.get("description"))
+        return 201, made
+
+    def _complete_checkout(self, request: LocalRequest, params: dict[str, str]) -> tuple[int, Any]:
+        """The customer pays on the Checkout page with a test card (default pm_card_visa)."""
+        body = request.json() if request.body else {}
+        payment_method = str((body or {}).get("payment_method") or "pm_card_visa")
+        try:
+            return 200, self.fake.complete_checkout_session(params["session_id"], payment_method)
+        except ProcessorFailure as failure:
+            return int(failure.status or 400), {"error": failure.to_dict()}
 
     def _meter_error(self, request: LocalRequest, params: dict[str, str]) -> tuple[int, Any]:
         """Stripe found accepted meter events invalid: raise the report and

@@ -18,6 +18,7 @@ from typing import Final, cast
 
 from billing.processor.base import JSONDict
 from billing.processor.errors import API_ERROR, INVALID_REQUEST, RATE_LIMIT, ProcessorFailure
+from devstack.fake_stripe.events import EventLog, event
 from devstack.fake_stripe.faults import FaultQueue, ProcessCrash, failure_for
 from devstack.fake_stripe.idempotency import IdempotencyKeys, mismatch_message
 from devstack.fake_stripe.shapes import SHAPES
@@ -72,6 +73,12 @@ class FakeCore:
         self._sessions: dict[str, float] = {}  # authentication_token -> expires at (unix)
         self._v2_events: dict[str, JSONDict] = {}
         self._meters: dict[str, str] = {}  # event_name -> meter id
+        # The Stripe events its changes cause, in order (events.py), and the
+        # request making them (its id and idempotency key go on each event).
+        self._events = EventLog() if not hasattr(self, "_events") else self._reset_events()
+        self._request: JSONDict | None = None
+        # How far the test clock (test_clock.py) moved billing time past the wall clock.
+        self._billing_offset = 0.0
 
     # -- the machinery every call goes through -----------------------------------------
 
@@ -88,6 +95,7 @@ class FakeCore:
             if idempotency_key is not None:
                 entry["idempotency_key"] = idempotency_key
             self._calls.append(entry)
+            self._request = {"id": self._next_id("req_fake"), "idempotency_key": idempotency_key}
             try:
                 fault = self._faults.take(operation)
                 if fault is not None and not fault.after:
@@ -103,12 +111,32 @@ class FakeCore:
             except ProcessorFailure as failure:
                 entry["error"] = {"status": failure.status, **failure.to_safe_dict()}
                 raise
+            finally:
+                self._request = None
             return copy.deepcopy(result)
 
     # -- helpers ----------------------------------------------------------------------
 
     def _now(self) -> float:
         return self._clock()
+
+    def _billing_now(self) -> int:
+        """Billing time: the wall clock moved on by the test clock (periods,
+        trials, invoices). Meter windows and sessions keep the wall clock."""
+        return int(self._clock() + self._billing_offset)
+
+    def _reset_events(self) -> EventLog:
+        """A reset forgets the events too, but keeps whoever listens for them."""
+        log = EventLog()
+        log.on_append = self._events.on_append
+        return log
+
+    def _emit(self, type_: str, obj: JSONDict, previous: JSONDict | None = None) -> JSONDict:
+        """Record the event a change causes, as Stripe sends it (events.py)."""
+        recorded = event(self._next_id("evt_fake"), type_, obj, int(self._clock()), previous=previous,
+                         request=self._request)
+        self._events.append(recorded)
+        return recorded
 
     def _next_id(self, prefix: str) -> str:
         self._counters[prefix] = self._counters.get(prefix, 0) + 1

@@ -11,6 +11,7 @@ from typing import Final
 from billing.processor.base import JSONDict
 from devstack.fake_stripe.core import ADDRESS_KEYS, FakeCore, shape
 from devstack.fake_stripe.countries import ISO_3166_ALPHA2
+from devstack.fake_stripe.events import changed
 
 _US_POSTAL_CODE = re.compile(r"^\d{5}(-\d{4})?$")
 _TAX_EXEMPT: Final = frozenset({"none", "exempt", "reverse"})
@@ -73,6 +74,7 @@ class CustomersMixin(FakeCore):
                 invoice_prefix=f"FAKE{self._counters['cus_fake']:04d}",
             )
             self._customers[customer["id"]] = customer
+            self._emit("customer.created", customer)
             return customer
 
         return self._run("create_customer", args, create, idempotency_key=idempotency_key)
@@ -105,6 +107,7 @@ class CustomersMixin(FakeCore):
                 else:
                     updated[key] = None if value == "" else value
             self._customers[customer_id] = updated
+            self._emit_update(customer, updated)
             return updated
 
         args = {"customer_id": customer_id, "fields": fields}
@@ -112,7 +115,7 @@ class CustomersMixin(FakeCore):
 
     def delete_customer(self, customer_id: str, *, idempotency_key: str) -> JSONDict:
         def delete() -> JSONDict:
-            self._live_customer(customer_id)
+            last = self._live_customer(customer_id)
             del self._customers[customer_id]
             self._deleted_customers.add(customer_id)
             # Stripe detaches a deleted customer's payment methods.
@@ -120,6 +123,7 @@ class CustomersMixin(FakeCore):
                 if pm.get("customer") == customer_id:
                     pm["customer"] = None
                     self._spent_payment_methods.add(pm["id"])
+            self._emit("customer.deleted", last)
             deleted = shape("deleted_customer")
             deleted["id"] = customer_id
             return deleted
@@ -136,10 +140,17 @@ class CustomersMixin(FakeCore):
             updated = copy.deepcopy(customer)
             updated["address"] = normalized
             self._customers[customer_id] = updated
+            self._emit_update(customer, updated)
             return updated
 
         args = {"customer_id": customer_id, "address": address, "tax": {"validate_location": "immediately"}}
         return self._run("update_tax_location", args, update, idempotency_key=idempotency_key)
+
+    def _emit_update(self, before: JSONDict, after: JSONDict) -> None:
+        """customer.updated, when something changed (previous_attributes: what it was)."""
+        previous = changed(before, after)
+        if previous:
+            self._emit("customer.updated", after, previous)
 
     def _get_customer(self, customer_id: str) -> JSONDict:
         if customer_id in self._deleted_customers:

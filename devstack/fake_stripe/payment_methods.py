@@ -3,6 +3,7 @@ as in test mode), detach for good, and keep one fingerprint per card."""
 
 from __future__ import annotations
 
+import copy
 from typing import cast
 
 from billing.processor.base import JSONDict
@@ -27,6 +28,7 @@ class PaymentMethodsMixin(FakeCore):
                     raise self._error(402, message, code=code, param=None, error_type="card_error")
                 pm = self._new_payment_method(card)
                 pm["customer"] = customer_id
+                self._emit("payment_method.attached", pm)
                 return pm
             existing = cast(JSONDict, existing)  # not None: checked above
             if payment_method_id in self._spent_payment_methods:
@@ -43,6 +45,7 @@ class PaymentMethodsMixin(FakeCore):
                     code="payment_method_unexpected_state",
                 )
             existing["customer"] = customer_id
+            self._emit("payment_method.attached", existing)
             return existing
 
         args = {"payment_method_id": payment_method_id, "customer_id": customer_id}
@@ -62,11 +65,14 @@ class PaymentMethodsMixin(FakeCore):
                 )
             pm["customer"] = None
             self._spent_payment_methods.add(payment_method_id)
+            self._emit("payment_method.detached", pm, {"customer": owner})
             # Stripe clears a default that pointed at the detached method.
             customer = self._customers.get(owner)
             settings = (customer or {}).get("invoice_settings") or {}
-            if settings.get("default_payment_method") == payment_method_id:
+            if customer is not None and settings.get("default_payment_method") == payment_method_id:
+                before = copy.deepcopy(customer)
                 settings["default_payment_method"] = None
+                self._emit("customer.updated", customer, {"invoice_settings": before["invoice_settings"]})
             return pm
 
         args = {"payment_method_id": payment_method_id}

@@ -12,21 +12,32 @@ One lock guards all state: the local stack's functions call one shared Fake
 from many threads (see rpc.py), and a test asserting on `snapshot()` must see
 a consistent picture. The state and the path every call takes are core.py's;
 each resource's calls are a mixin of their own (customers.py,
-payment_methods.py, meters.py, promotions.py).
+payment_methods.py, meters.py, promotions.py; the billing resources build on
+one another: catalog.py, invoices.py, entitlements.py, subscriptions.py,
+test_clock.py, sessions.py).
+
+Like Stripe, every change the Fake makes records the event it causes, in
+order (events.py); the local stack delivers them, signed, to its webhook
+route (control.py).
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 from billing.processor.base import JSONDict, check_object_type
+from devstack.fake_stripe.cards import TEST_CARDS
 from devstack.fake_stripe.customers import CustomersMixin
+from devstack.fake_stripe.events import changed
+from devstack.fake_stripe.invoices import CHARGE_FAILS
 from devstack.fake_stripe.meters import MetersMixin
 from devstack.fake_stripe.payment_methods import PaymentMethodsMixin
 from devstack.fake_stripe.promotions import PromotionsMixin
+from devstack.fake_stripe.sessions import SessionsMixin
 
 
-class FakeProcessor(CustomersMixin, PaymentMethodsMixin, MetersMixin, PromotionsMixin):
+class FakeProcessor(CustomersMixin, PaymentMethodsMixin, MetersMixin, PromotionsMixin, SessionsMixin):
     """In-memory Stripe. Thread-safe; every result is a deep copy."""
 
     name = "fake"
@@ -85,6 +96,8 @@ class FakeProcessor(CustomersMixin, PaymentMethodsMixin, MetersMixin, Promotions
                 self._coupons[object_id] = stored
             elif object_type == "promotion_code":
                 self._promotion_codes[object_id] = stored
+            elif object_type in self._billing_stores():
+                self._billing_stores()[object_type][object_id] = stored
             else:
                 self._other_objects[(object_type, object_id)] = stored
 
@@ -107,6 +120,13 @@ class FakeProcessor(CustomersMixin, PaymentMethodsMixin, MetersMixin, Promotions
                 "payment_methods": len(self._payment_methods),
                 "coupons": len(self._coupons),
                 "promotion_codes": len(self._promotion_codes),
+                "products": len(self._products),
+                "prices": len(self._prices),
+                "subscriptions": len(self._subscriptions),
+                "invoices": len(self._invoices),
+                "charges": len(self._charges),
+                "events": len(self._events),
+                "billing_now": self._billing_now(),
                 "v2_events": list(self._v2_events),
                 "pending_faults": self._faults.pending(),
                 "calls": copy.deepcopy(self._calls),
@@ -120,10 +140,15 @@ class FakeProcessor(CustomersMixin, PaymentMethodsMixin, MetersMixin, Promotions
         def retrieve() -> JSONDict:
             if object_type == "customer":
                 return self._get_customer(object_id)
+            if object_type == "entitlements.active_entitlement_summary":
+                if object_id not in self._customers:
+                    raise self._missing("customer", object_id)
+                return self._entitlement_summary(object_id)
             store: dict[str, JSONDict] | None = {
                 "payment_method": self._payment_methods,
                 "coupon": self._coupons,
                 "promotion_code": self._promotion_codes,
+                **self._billing_stores(),
             }.get(object_type)
             found = store.get(object_id) if store is not None else self._other_objects.get((object_type, object_id))
             if found is None:
@@ -131,3 +156,87 @@ class FakeProcessor(CustomersMixin, PaymentMethodsMixin, MetersMixin, Promotions
             return found
 
         return self._run("retrieve_object", {"object_type": object_type, "object_id": object_id}, retrieve)
+
+    def _billing_stores(self) -> dict[str, dict[str, JSONDict]]:
+        return {"price": self._prices, "product": self._products, "subscription": self._subscriptions,
+                "invoice": self._invoices, "charge": self._charges, "checkout.session": self._checkout_sessions}
+
+    # -- the event log (events.py): read by the stack's delivery loop and by tests ----
+
+    def events_since(self, position: int) -> list[JSONDict]:
+        """The events from `position` (0-based) on, in order."""
+        with self._lock:
+            return self._events.since(position)
+
+    def event_count(self) -> int:
+        with self._lock:
+            return len(self._events)
+
+    def event_page(self, *, starting_after: str | None = None, limit: int = 100,
+                   types: frozenset[str] | None = None) -> tuple[list[JSONDict], bool]:
+        """A page of the log, oldest first, after the event `starting_after` (KeyError if unknown)."""
+        with self._lock:
+            return self._events.page(starting_after=starting_after, limit=limit, types=types)
+
+    def on_event(self, listener: Callable[[], None] | None) -> None:
+        """Call `listener` (with the Fake's lock held: keep it short) after each recorded event."""
+        with self._lock:
+            self._events.on_append = listener
+
+    # -- what a customer does on Stripe's Checkout page ------------------------------
+
+    def complete_checkout_session(self, session_id: str, payment_method: str = "pm_card_visa") -> JSONDict:
+        """Play the customer paying on the Checkout page with a test card: the
+        card is attached, and what the session's mode makes is made (a
+        subscription, a payment, a saved payment method), then
+        checkout.session.completed. A declined card leaves the session open
+        (ProcessorFailure, 402). Returns the session and where Stripe sends the
+        customer back (`redirect`: success_url with the session id)."""
+        with self._lock:
+            session = self._checkout_sessions.get(session_id)
+            if session is None:
+                raise self._missing("checkout.session", session_id)
+            if session["status"] != "open" or session["expires_at"] <= self._billing_now():
+                raise self._error(400, "This Checkout Session is no longer active.", param="session")
+            card = TEST_CARDS.get(payment_method)
+            if card is None:
+                raise self._missing("payment_method", payment_method)
+            if card.decline is not None or (session["mode"] != "setup" and payment_method in CHARGE_FAILS
+                                            and not self._checkout_data[session_id].get("trial_period_days")):
+                code, _decline, message = card.decline or ("card_declined", "generic_decline",
+                                                           "Your card was declined.")
+                raise self._error(402, message, code=code, error_type="card_error")
+            customer_id = str(session["customer"])
+            pm = self._new_payment_method(card)
+            pm["customer"] = customer_id
+            self._emit("payment_method.attached", pm)
+            before = copy.deepcopy(session)
+            if session["mode"] == "subscription":
+                data = self._checkout_data[session_id]
+                params: JSONDict = {"customer": customer_id, "default_payment_method": pm["id"],
+                                    "items": [{"price": p["id"], "quantity": q}
+                                              for p, q in self._checkout_items[session_id]],
+                                    "payment_behavior": "error_if_incomplete",
+                                    "metadata": dict(data.get("metadata") or {})}
+                if data.get("trial_period_days"):
+                    params["trial_period_days"] = data["trial_period_days"]
+                sub = self._create_subscription(params)
+                session.update(subscription=sub["id"], invoice=sub["latest_invoice"],
+                               payment_status="paid" if sub["status"] == "active" else "no_payment_required")
+            elif session["mode"] == "setup":
+                intent = self._new_setup_intent(customer_id)
+                intent.update(status="succeeded", payment_method=pm["id"])
+                session["setup_intent"] = intent["id"]
+            else:
+                amount = int(session["amount_total"] or 0)
+                intent = self._new_payment_intent(customer_id, amount, str(session["currency"]), pm["id"])
+                intent.update(status="succeeded", amount_received=amount)
+                session.update(payment_intent=intent["id"], payment_status="paid")
+            session.update(status="complete", customer_details={"email": (self._customers[customer_id] or {})
+                                                                  .get("email"), "name": None, "address": None,
+                                                                  "phone": None, "tax_exempt": "none",
+                                                                  "tax_ids": [], "business_name": None,
+                                                                  "individual_name": None})
+            self._emit("checkout.session.completed", session, changed(before, session))
+            redirect = str(session["success_url"] or "").replace("{CHECKOUT_SESSION_ID}", session_id)
+            return {"session": copy.deepcopy(session), "redirect": redirect}

@@ -9,6 +9,7 @@ from typing import Final
 
 from billing.processor.base import JSONDict
 from devstack.fake_stripe.core import FakeCore, shape
+from devstack.fake_stripe.events import changed
 
 _COUPON_FIELDS: Final = frozenset(
     {
@@ -91,6 +92,7 @@ class PromotionsMixin(FakeCore):
                 valid=True,
             )
             self._coupons[coupon_id] = coupon
+            self._emit("coupon.created", coupon)
             return coupon
 
         return self._run("create_coupon", {"params": params}, create, idempotency_key=idempotency_key)
@@ -148,6 +150,7 @@ class PromotionsMixin(FakeCore):
                 times_redeemed=0,
             )
             self._promotion_codes[promo_id] = promo
+            self._emit("promotion_code.created", promo)
             return promo
 
         return self._run("create_promotion_code", {"params": params}, create, idempotency_key=idempotency_key)
@@ -175,6 +178,9 @@ class PromotionsMixin(FakeCore):
             if "restrictions" in params:
                 updated["restrictions"].update(params["restrictions"] or {})
             self._promotion_codes[promotion_code_id] = updated
+            previous = changed(promo, updated)
+            if previous:
+                self._emit("promotion_code.updated", updated, previous)
             return updated
 
         args = {"promotion_code_id": promotion_code_id, "params": params}

@@ -175,3 +175,24 @@ class RemoteFakeProcessor:
         self, promotion_code_id: str, *, params: JSONDict, idempotency_key: str | None = None
     ) -> JSONDict:
         return self._dict("update_promotion_code", promotion_code_id, params=params, idempotency_key=idempotency_key)
+
+    def create_subscription(self, *, idempotency_key: str, params: JSONDict) -> JSONDict:
+        return self._dict("create_subscription", idempotency_key=idempotency_key, params=params)
+
+    def update_subscription(self, subscription_id: str, *, idempotency_key: str, params: JSONDict) -> JSONDict:
+        return self._dict("update_subscription", subscription_id, idempotency_key=idempotency_key, params=params)
+
+    def cancel_subscription(self, subscription_id: str, *, idempotency_key: str, params: JSONDict) -> JSONDict:
+        return self._dict("cancel_subscription", subscription_id, idempotency_key=idempotency_key, params=params)
+
+    def list_subscriptions(self, *, customer_id: str) -> list[JSONDict]:
+        return cast(list[JSONDict], self._call("list_subscriptions", customer_id=customer_id))
+
+    def list_payment_methods(self, *, customer_id: str) -> list[JSONDict]:
+        return cast(list[JSONDict], self._call("list_payment_methods", customer_id=customer_id))
+
+    def create_checkout_session(self, *, idempotency_key: str, params: JSONDict) -> JSONDict:
+        return self._dict("create_checkout_session", idempotency_key=idempotency_key, params=params)
+
+    def create_portal_session(self, *, idempotency_key: str, params: JSONDict) -> JSONDict:
+        return self._dict("create_portal_session", idempotency_key=idempotency_key, params=params)

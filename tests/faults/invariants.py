@@ -31,8 +31,9 @@ FINISHED_OK = ("processed", "stale", "ignored")
 
 
 def quiet(stack: LocalStack, api: Client) -> None:
-    """Nothing in flight and no fault left over, so a scenario's faults hit its own calls."""
-    assert stack.drain(timeout=90), "the streams did not drain"
+    """Nothing in flight (the Fake's webhooks delivered and applied) and no
+    fault left over, so a scenario's faults hit its own calls."""
+    assert stack.settle(timeout=90), "the Fake's webhooks or the streams did not settle"
     assert pending_faults(stack, api) == {}
 
 

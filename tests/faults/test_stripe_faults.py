@@ -29,6 +29,7 @@ from devstack.stack import LocalStack, Settings
 from tests.conftest import WEBHOOK_SECRETS, Client
 from tests.faults.invariants import check_ledger, check_usage, pending_faults, quiet
 from tests.integration.usage_helpers import REPORTER, fake, new_customer, put_many, uid, usage_body
+from tests.integration.webhook_helpers import settled, webhooks_held
 
 # Each fault hits the next delivery call, in this order: throttled, Stripe
 # down, no answer in time, no connection, an answer lost after Stripe took the
@@ -90,12 +91,14 @@ def test_a_crash_after_stripe_created_the_customer_yields_one_customer(stack: Lo
     script(api, [{"status": 0, "crash": True}], operation="create_customer")
     path = f"/v1/owners/Team/{uid('crash')}/customer"
 
-    died = api.put(path, {"email": "crash@example.com"})
-    assert died.status_code == 502 and runtime.worker_exits == exits + 1  # what API Gateway answers
-    assert api.get("/v1/customers", params={"owner_type": "Team", "owner_id": path.split("/")[4]}).json()[
-        "data"] == []
-    again = api.put(path, {"email": "crash@example.com"})
-    assert again.status_code == 201, again.text
+    # The retry comes before Stripe's customer.created webhook (held here; the next test lets it come first).
+    with webhooks_held(api):
+        died = api.put(path, {"email": "crash@example.com"})
+        assert died.status_code == 502 and runtime.worker_exits == exits + 1  # what API Gateway answers
+        assert api.get("/v1/customers", params={"owner_type": "Team", "owner_id": path.split("/")[4]}).json()[
+            "data"] == []
+        again = api.put(path, {"email": "crash@example.com"})
+        assert again.status_code == 201, again.text
 
     # Stripe created it once: the retry's idempotency key returned the same customer.
     assert fake(stack).snapshot()["customers"] == customers + 1
@@ -103,7 +106,28 @@ def test_a_crash_after_stripe_created_the_customer_yields_one_customer(stack: Lo
                and c["args"]["metadata"].get("owner_id") == path.split("/")[4]]
     assert len(creates) == 2 and creates[0]["idempotency_key"] == creates[1]["idempotency_key"]
     assert again.json()["processor_id"] == fake(stack).retrieve_customer(again.json()["processor_id"])["id"]
-    check_ledger(api, again.json()["id"], {"customer.created": 1})
+    check_ledger(api, again.json()["id"], {"customer.created": 2})  # the API's row and the webhook's
+    assert pending_faults(stack, api) == {}
+
+
+def test_a_crash_after_stripe_created_the_customer_is_recorded_by_its_webhook(stack: LocalStack,
+                                                                             api: Client) -> None:
+    quiet(stack, api)
+    runtime = stack.runtimes["ApiFunction"]
+    exits, customers = runtime.worker_exits, fake(stack).snapshot()["customers"]
+    script(api, [{"status": 0, "crash": True}], operation="create_customer")
+    owner_id = uid("crash")
+    path = f"/v1/owners/Team/{owner_id}/customer"
+
+    died = api.put(path, {"email": "crash@example.com"})
+    assert died.status_code == 502 and runtime.worker_exits == exits + 1
+    settled(api)  # Stripe's customer.created arrives: it names the owner, so it records the owner's customer
+    (hooked,) = api.get("/v1/customers", params={"owner_type": "Team", "owner_id": owner_id}).json()["data"]
+    again = api.put(path, {"email": "crash@example.com"})
+    assert again.status_code == 200, again.text  # the owner has its customer: fetched, not made again
+    assert again.json()["id"] == hooked["id"] and again.json()["processor_id"] == hooked["processor_id"]
+    assert fake(stack).snapshot()["customers"] == customers + 1
+    check_ledger(api, hooked["id"], {"customer.created": 1})  # the webhook's: the API never recorded one
     assert pending_faults(stack, api) == {}
 
 

@@ -16,7 +16,7 @@ import pytest
 from devstack.stack import LocalStack
 from tests.conftest import Client
 from tests.integration.test_health_and_openapi import assert_error
-from tests.integration.webhook_helpers import accepted, event, settle, stripe_object, uid
+from tests.integration.webhook_helpers import accepted, event, kinds, settle, settled, stripe_object, uid
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,7 +60,9 @@ def test_fetch_or_create_creates_then_returns_the_same_customer(api: Client) -> 
     again = api.put(path)
     assert again.status_code == 200
     assert again.json()["id"] == body["id"]
-    assert [e["type"] for e in events_of(api, body["id"])] == ["customer.created"]
+    # The processor's customer.created webhook follows, as Stripe sends it for an API-made customer.
+    settled(api)
+    assert kinds(events_of(api, body["id"])) == [("customer.created", "webhook"), ("customer.created", "api")]
 
 
 def test_ten_concurrent_fetch_or_creates_give_one_customer(api: Client) -> None:
@@ -75,7 +77,8 @@ def test_ten_concurrent_fetch_or_creates_give_one_customer(api: Client) -> None:
     processor_ids = {r.json()["processor_id"] for r in responses}
     assert len(ids) == 1 and len(processor_ids) == 1
     (customer_id,) = ids
-    assert [e["type"] for e in events_of(api, customer_id)] == ["customer.created"]
+    settled(api)  # one processor customer: one customer.created webhook
+    assert kinds(events_of(api, customer_id)) == [("customer.created", "webhook"), ("customer.created", "api")]
     # Every creator that reached the processor used the owner's key, so the
     # Fake (like Stripe) made one customer for all of them.
     creates = [c for c in fake_calls(api, "create_customer") if c["args"]["metadata"].get("owner_id") == owner_id]
@@ -169,7 +172,9 @@ def test_processor_outage_is_502_and_writes_nothing(api: Client) -> None:
 
 def test_patch_merges_metadata_and_honours_if_match(api: Client) -> None:
     created = api.put(owner(), {"metadata": {"a": "1", "b": "2"}}).json()
-    cid, version = created["id"], created["lock_version"]
+    settled(api)  # its customer.created webhook moved the row on once
+    cid, version = created["id"], api.get(f"/v1/customers/{created['id']}").json()["lock_version"]
+    assert version == created["lock_version"] + 1
 
     stale = api.patch(f"/v1/customers/{cid}", {"name": "X"}, headers={"If-Match": f'"{version + 5}"'})
     assert_error(stale, 412, "precondition_failed")
@@ -193,6 +198,8 @@ def test_patch_merges_metadata_and_honours_if_match(api: Client) -> None:
 
 def test_patch_racing_webhook_put_data_loses_neither_write(stack, api: Client) -> None:  # type: ignore[no-untyped-def]
     cid = api.put(owner()).json()["id"]
+    settled(api)  # the customer.created webhook: the row is at version 2 before the race
+    assert api.get(f"/v1/customers/{cid}").json()["lock_version"] == 2
     env = {**os.environ, **stack.runtimes["ApiFunction"].env, "PYTHONPATH": f"{ROOT / 'layers/common'}:{ROOT}"}
     worker = subprocess.Popen(  # noqa: S603 - our own worker script
         [sys.executable, str(ROOT / "tests/integration/put_data_worker.py"), cid, "20"],
@@ -206,10 +213,10 @@ def test_patch_racing_webhook_put_data_loses_neither_write(stack, api: Client) -
     final = api.get(f"/v1/customers/{cid}").json()
     assert final["name"] == names[-1]
     assert final["data"]["balance"] == 19  # the worker's last put_data
-    kinds = [e["type"] for e in events_of(api, cid)]
-    assert kinds.count("customer.updated") == 20
-    assert kinds.count("customer.data_replaced") == 20
-    assert final["lock_version"] == 1 + 40
+    types = [e["type"] for e in events_of(api, cid)]
+    assert types.count("customer.updated") == 20
+    assert types.count("customer.data_replaced") == 20
+    assert final["lock_version"] == 2 + 40
 
 
 # -- tax location ---------------------------------------------------------------------
@@ -218,6 +225,8 @@ def test_patch_racing_webhook_put_data_loses_neither_write(stack, api: Client) -
 def test_tax_location_is_validated_by_the_processor_and_never_stored(api: Client) -> None:
     created = api.put(owner()).json()
     cid = created["id"]
+    settled(api)
+    created = api.get(f"/v1/customers/{cid}").json()
     bad = api.put(f"/v1/customers/{cid}/tax-location", {"address": {"country": "XX", "postal_code": "1"}})
     assert_error(bad, 422, "tax_location_invalid")
     bad_zip = api.put(f"/v1/customers/{cid}/tax-location", {"address": {"country": "US", "postal_code": "9410"}})
@@ -229,15 +238,21 @@ def test_tax_location_is_validated_by_the_processor_and_never_stored(api: Client
                               "postal_code": "94103", "country": "US"}})
     assert ok.status_code == 200, ok.text
     assert "Townsend" not in ok.text and "94103" not in ok.text
-    entry = events_of(api, cid)[0]
-    assert entry["type"] == "customer.tax_location_updated"
-    assert entry["data"] == {"changed_fields": ["city", "country", "line1", "postal_code", "state"]}
+    settled(api)  # the processor's customer.updated for the new address comes back as a webhook
+    mine = [e for e in events_of(api, cid) if e["actor_type"] == "api"]
+    assert mine[0]["type"] == "customer.tax_location_updated"
+    assert mine[0]["data"] == {"changed_fields": ["city", "country", "line1", "postal_code", "state"]}
+    hooks = [e for e in events_of(api, cid) if e["actor_type"] == "webhook"]
+    assert [e["type"] for e in hooks] == ["customer.updated", "customer.created"]
+    assert hooks[0]["data"]["changed_fields"] == []  # the address is never stored: nothing else changed
 
     moved = api.put(f"/v1/customers/{cid}/tax-location",
                     {"address": {"line1": "510 Townsend St", "city": "San Francisco", "state": "CA",
                                  "postal_code": "94107", "country": "US"}})
     assert moved.status_code == 200
-    assert events_of(api, cid)[0]["data"] == {"changed_fields": ["postal_code"]}
+    settled(api)
+    assert next(e for e in events_of(api, cid) if e["actor_type"] == "api")["data"] == {
+        "changed_fields": ["postal_code"]}
     assert "94107" not in json.dumps(events_of(api, cid))
 
 
@@ -277,16 +292,24 @@ def test_payment_methods_attach_dedupe_default_and_detach(api: Client) -> None:
     assert detached.status_code == 200, detached.text
     assert detached.json()["detached_at"]
     assert detached.json()["processor_id"] == visa_id
+    # The processor's webhooks for all of it follow (attached, default set,
+    # detached with the default cleared) and change nothing the API wrote.
+    settled(api)
     customer = api.get(f"/v1/customers/{cid}?include=payment_methods").json()
     assert customer["default_payment_method_id"] is None
     listed = api.get(f"/v1/customers/{cid}/payment-methods").json()["data"]
     assert [pm["id"] for pm in listed] == [master_id]
     assert [pm["processor_id"] for pm in listed] == [master_id]
-    assert {pm["id"] for pm in customer["payment_methods"]} == {visa_id, master_id}
+    assert {pm["id"]: pm["detached_at"] is not None for pm in customer["payment_methods"]} == {
+        visa_id: True, master_id: False}
     assert {pm["processor_id"] for pm in customer["payment_methods"]} == {visa_id, master_id}
-    kinds = [e["type"] for e in events_of(api, cid)]
-    assert kinds[:2] == ["payment_method.detached", "customer.default_payment_method_set"]
-    assert kinds.count("payment_method.attached") == 2
+    rows = events_of(api, cid)
+    mine = [e["type"] for e in rows if e["actor_type"] == "api"]
+    assert mine[:2] == ["payment_method.detached", "customer.default_payment_method_set"]
+    assert mine.count("payment_method.attached") == 2
+    hooks = sorted(e["type"] for e in rows if e["actor_type"] == "webhook")
+    assert hooks == sorted(["customer.created", "payment_method.attached", "payment_method.attached",
+                            "customer.updated", "payment_method.detached", "customer.updated"])
 
 
 def test_unknown_payment_method_is_404_not_500(api: Client) -> None:
@@ -373,10 +396,12 @@ def test_embedded_subscriptions_invoices_and_charges_carry_their_stripe_ids(stac
 
 def test_ledger_rows_are_complete_and_newest_first(api: Client) -> None:
     cid = api.put(owner()).json()["id"]
+    settled(api)  # the processor's customer.created webhook lands before the updates
     for i in range(3):
         api.patch(f"/v1/customers/{cid}", {"name": f"n{i}"})
     rows = events_of(api, cid)
-    assert [r["type"] for r in rows] == ["customer.updated"] * 3 + ["customer.created"]
+    assert kinds(rows) == [("customer.updated", "api")] * 3 + [("customer.created", "webhook"),
+                                                                ("customer.created", "api")]
     assert [r["inserted_at"] for r in rows] == sorted((r["inserted_at"] for r in rows), reverse=True)
     assert set(rows[0]) == {"id", "type", "subject_type", "subject_id", "actor_type", "actor_id", "data",
                             "trace_id", "idempotency_key", "caused_by_webhook_event_id", "inserted_at"}

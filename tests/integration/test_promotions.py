@@ -13,12 +13,14 @@ from typing import Any
 
 import pytest
 
+from billing.api.idempotency import scope as request_scope
+from billing.core import idempotency
 from billing.promotions import codes as promotions
 from devstack.dynamodb import client
 from devstack.stack import LocalStack
 from tests.conftest import FIXTURES, Client
 from tests.integration.test_health_and_openapi import assert_error
-from tests.integration.webhook_helpers import accepted, event, fake, settle, uid
+from tests.integration.webhook_helpers import accepted, event, fake, settle, settled, uid, webhooks_held
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,17 +40,21 @@ COUPON_FIELDS = {
 
 
 def new_coupon(api: Client, **fields: Any) -> dict[str, Any]:
-    # A distinct name: the same body twice is the same coupon (a 409), by design.
+    """A new coupon (without an Idempotency-Key, each POST is one, as on
+    Stripe), as it stands once its coupon.created webhook was applied too."""
     body = {"percent_off": 25, "duration": "once", "name": f"Test {uid()}", **fields}
-    resp = api.post("/v1/coupons", body)
-    assert resp.status_code == 201, resp.text
-    return dict(resp.json())
+    with webhooks_held(api):
+        resp = api.post("/v1/coupons", body)
+        assert resp.status_code == 201, resp.text
+    return dict(api.get(f"/v1/coupons/{resp.json()['id']}").json())
 
 
 def new_code(api: Client, coupon_id: str, code: str | None = None, **fields: Any) -> dict[str, Any]:
-    resp = api.post("/v1/promotion-codes", {"code": code or f"SUMMER-{uid()}", "coupon": coupon_id, **fields})
-    assert resp.status_code == 201, resp.text
-    return dict(resp.json())
+    """A new promotion code, as it stands once its promotion_code.created webhook was applied too."""
+    with webhooks_held(api):
+        resp = api.post("/v1/promotion-codes", {"code": code or f"SUMMER-{uid()}", "coupon": coupon_id, **fields})
+        assert resp.status_code == 201, resp.text
+    return dict(api.get(f"/v1/promotion-codes/{resp.json()['id']}").json())
 
 
 def listed(api: Client, **params: Any) -> dict[str, Any]:
@@ -117,7 +123,9 @@ def test_coupons_are_created_on_the_processor_and_projected(api: Client, stack: 
     assert (percent["duration"], percent["duration_in_months"]) == ("repeating", 3)
     assert percent["valid"] is True and percent["times_redeemed"] == 0 and percent["max_redemptions"] == 10
     assert percent["metadata"] == {"campaign": "spring"} and percent["data"]["name"] == "Spring"
-    assert ledger_types(stack, "coupon", percent["id"]) == ["coupon.created"]
+    # The user path's row, then the processor's coupon.created webhook (which changed nothing else).
+    assert ledger_types(stack, "coupon", percent["id"]) == ["coupon.created", "coupon.created"]
+    assert percent["lock_version"] == 2 and percent["last_stripe_event_id"].startswith("evt_fake_")
 
     own_id = f"TENOFF-{uid()}"
     amount = new_coupon(api, percent_off=None, amount_off=1000, currency="eur", duration="forever", id=own_id)
@@ -197,7 +205,7 @@ def test_promotion_code_user_path(api: Client, stack: LocalStack) -> None:
     assert created["metadata"] == {"campaign": "summer", "owner": "growth"}
     assert created["data"]["promotion"] == {"type": "coupon", "coupon": coupon["id"]}
     assert guard_holder(stack, code) == created["id"]
-    assert ledger_types(stack, "promotion_code", created["id"]) == ["promotion_code.created"]
+    assert ledger_types(stack, "promotion_code", created["id"]) == ["promotion_code.created"] * 2
 
     # Stripe's current API: the coupon under `promotion`; a key derived from the request.
     (sent,) = [c for c in calls(api, "create_promotion_code") if c["args"]["params"].get("code") == code]
@@ -209,27 +217,34 @@ def test_promotion_code_user_path(api: Client, stack: LocalStack) -> None:
     assert got.status_code == 200 and got.json() == created
     assert got.headers["ETag"] == f'"{created["lock_version"]}"'
 
-    # Metadata merges; "" removes. If-Match guards it (412 when stale).
-    version = created["lock_version"]
-    patched = api.patch(f"/v1/promotion-codes/{created['id']}", {"metadata": {"owner": "", "tier": "gold"}},
-                        headers={"If-Match": f'"{version}"'})
-    assert patched.status_code == 200, patched.text
-    assert patched.json()["metadata"] == {"campaign": "summer", "tier": "gold"}
-    assert patched.json()["lock_version"] == version + 1
-    assert patched.headers["ETag"] == f'"{version + 1}"'
-    before = len(calls(api, "update_promotion_code"))
-    stale = api.patch(f"/v1/promotion-codes/{created['id']}", {"active": False}, headers={"If-Match": f'"{version}"'})
-    assert assert_error(stale, 412, "precondition_failed")["error"]["details"] == {"lock_version": version + 1}
-    assert_error(api.patch(f"/v1/promotion-codes/{created['id']}", {"active": False, "lock_version": version}),
-                 412, "precondition_failed")
-    assert len(calls(api, "update_promotion_code")) == before  # nothing was sent
+    # Metadata merges; "" removes. If-Match guards it (412 when stale). The
+    # processor's webhooks for these changes are held until the end.
+    with webhooks_held(api):
+        version = created["lock_version"]
+        patched = api.patch(f"/v1/promotion-codes/{created['id']}", {"metadata": {"owner": "", "tier": "gold"}},
+                            headers={"If-Match": f'"{version}"'})
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["metadata"] == {"campaign": "summer", "tier": "gold"}
+        assert patched.json()["lock_version"] == version + 1
+        assert patched.headers["ETag"] == f'"{version + 1}"'
+        before = len(calls(api, "update_promotion_code"))
+        stale = api.patch(f"/v1/promotion-codes/{created['id']}", {"active": False},
+                          headers={"If-Match": f'"{version}"'})
+        assert assert_error(stale, 412, "precondition_failed")["error"]["details"] == {"lock_version": version + 1}
+        assert_error(api.patch(f"/v1/promotion-codes/{created['id']}", {"active": False, "lock_version": version}),
+                     412, "precondition_failed")
+        assert len(calls(api, "update_promotion_code")) == before  # nothing was sent
 
-    deactivated = api.patch(f"/v1/promotion-codes/{created['id']}", {"active": False, "lock_version": version + 1})
-    assert deactivated.status_code == 200, deactivated.text
-    assert deactivated.json()["active"] is False
-    assert guard_holder(stack, code) is None
+        deactivated = api.patch(f"/v1/promotion-codes/{created['id']}", {"active": False, "lock_version": version + 1})
+        assert deactivated.status_code == 200, deactivated.text
+        assert deactivated.json()["active"] is False
+        assert guard_holder(stack, code) is None
+        assert ledger_types(stack, "promotion_code", created["id"]) == [
+            "promotion_code.created", "promotion_code.created", "promotion_code.updated", "promotion_code.updated"]
+    # Their two promotion_code.updated webhooks, applied after.
     assert ledger_types(stack, "promotion_code", created["id"]) == [
-        "promotion_code.created", "promotion_code.updated", "promotion_code.updated"]
+        "promotion_code.created", "promotion_code.created"] + ["promotion_code.updated"] * 4
+    assert guard_holder(stack, code) is None
     assert_error(api.get("/v1/promotion-codes/promo_nope"), 404, "not_found")
     assert_error(api.patch("/v1/promotion-codes/promo_nope", {"active": False}), 404, "not_found")
     # A guard item is not a promotion code.
@@ -269,26 +284,37 @@ def test_concurrent_creates_of_one_code_make_one_promotion_code(api: Client, sta
     assert len(made) == 1  # the processor made one object; the others were refused
 
 
-def test_a_duplicate_processor_id_is_a_conflict(api: Client) -> None:
+def test_the_same_body_twice_is_two_codes_unless_an_idempotency_key_makes_it_a_replay(api: Client) -> None:
     coupon = new_coupon(api)
     code = f"Dup-{uid()}"
-    # Inactive codes claim no code guard: the row's key (the processor id) refuses it.
+    # Inactive codes claim no code guard: without an Idempotency-Key each POST is a new code, as on Stripe.
     body = {"code": code, "coupon": coupon["id"], "active": False}
     first = api.post("/v1/promotion-codes", body)
-    assert first.status_code == 201, first.text
     again = api.post("/v1/promotion-codes", body)
-    details = assert_error(again, 409, "conflict")["error"]["details"]
-    assert details == {"promotion_code_id": first.json()["id"], "reason": "duplicate_processor_id"}
-    # The processor was asked with the same key and gave the same object back: one object, one row.
+    assert (first.status_code, again.status_code) == (201, 201), (first.text, again.text)
+    assert first.json()["id"] != again.json()["id"]
     keys = {c["idempotency_key"] for c in calls(api, "create_promotion_code") if c["args"]["params"]["code"] == code}
-    assert len(keys) == 1
-    assert [r["id"] for r in listed(api, code=code)["data"]] == [first.json()["id"]]
+    assert len(keys) == 2
+    assert sorted(r["id"] for r in listed(api, code=code)["data"]) == sorted([first.json()["id"],
+                                                                              again.json()["id"]])
 
-    # An active one repeated: caught by the guard, named as the same processor object.
+    # With an Idempotency-Key the retry is a replay: one processor object, one row, the first answer.
+    keyed = dict(body, code=f"Key-{uid()}")
+    header = {"Idempotency-Key": f"promo-{uid()}"}
+    one = api.post("/v1/promotion-codes", keyed, headers=header)
+    two = api.post("/v1/promotion-codes", keyed, headers=header)
+    assert (one.status_code, two.status_code) == (201, 201) and two.json() == one.json()
+    assert two.headers["Idempotent-Replayed"] == "true"
+    assert len([c for c in calls(api, "create_promotion_code") if c["args"]["params"]["code"] == keyed["code"]]) == 1
+    reused = api.post("/v1/promotion-codes", dict(keyed, max_redemptions=2), headers=header)
+    assert_error(reused, 422, "idempotency_key_reused")
+
+    # An active code repeated: the code guard refuses it (an active code is unique), naming its holder.
     active = new_code(api, coupon["id"])
     resp = api.post("/v1/promotion-codes", {"code": active["code"], "coupon": coupon["id"]})
     assert assert_error(resp, 409, "conflict")["error"]["details"] == {
-        "promotion_code_id": active["id"], "reason": "duplicate_processor_id"}
+        "code": active["code"], "promotion_code_id": active["id"], "reason": "duplicate_code"}
+    settled(api)
 
 
 def test_an_inactive_code_frees_its_code_for_reuse(api: Client, stack: LocalStack) -> None:
@@ -534,24 +560,27 @@ def _one_row(api: Client, code: str) -> dict[str, Any]:
 
 def test_a_created_webhook_before_a_retried_create_leaves_one_row(api: Client, stack: LocalStack) -> None:
     """The processor made the code but its answer was lost (502); its
-    promotion_code.created arrives; the caller retries the same request."""
+    promotion_code.created arrives; the caller retries the same request
+    (with the same Idempotency-Key, so the processor is asked the same)."""
     coupon = new_coupon(api)
     code = f"Race-{uid()}"
     body = {"code": code, "coupon": coupon["id"], "metadata": {"campaign": "race"}}
+    header = {"Idempotency-Key": f"race-{uid()}"}
     fake(stack).add_fault("create_promotion_code", 500, after=True)
-    assert_error(api.post("/v1/promotion-codes", body), 502, "processor_error")
-    assert listed(api, code=code)["data"] == []
+    with webhooks_held(api):
+        assert_error(api.post("/v1/promotion-codes", body, headers=header), 502, "processor_error")
+        assert listed(api, code=code)["data"] == []
 
+    # The processor made it: its promotion_code.created webhook recorded the row.
     (sent,) = [c for c in calls(api, "create_promotion_code") if c["args"]["params"]["code"] == code]
-    # What the processor holds (the same key replays the same object).
-    obj = fake(stack).create_promotion_code(idempotency_key=sent["idempotency_key"], params=sent["args"]["params"])
-    created = event("promotion_code.created", obj, created=obj["created"])
-    deliver_settled(stack, api, created)
+    obj = fake(stack).retrieve_object("promotion_code", _one_row(api, code)["id"])
+    (created,) = [e for e in api.get("/_local/fake-stripe/events", params={
+        "type": "promotion_code.created", "limit": "1000"}).json()["data"] if e["data"]["object"]["id"] == obj["id"]]
     hooked = _one_row(api, code)
     assert (hooked["id"], hooked["last_stripe_event_id"]) == (obj["id"], created["id"])
     assert guard_holder(stack, code) == obj["id"]  # the webhook path claimed it for this processor id
 
-    retried = api.post("/v1/promotion-codes", body)
+    retried = api.post("/v1/promotion-codes", body, headers=header)
     assert retried.status_code == 201, retried.text
     merged = retried.json()
     assert merged["id"] == obj["id"] and merged["lock_version"] == hooked["lock_version"] + 1
@@ -562,9 +591,12 @@ def test_a_created_webhook_before_a_retried_create_leaves_one_row(api: Client, s
     assert ledger_types(stack, "promotion_code", obj["id"]) == [
         "promotion_code.created", "promotion_code.create_confirmed"]
     assert check(api, code) == {"valid": True, "reason": None}
-    # From now on it is a user-path row like any other.
+    assert [c["idempotency_key"] for c in calls(api, "create_promotion_code")
+            if c["args"]["params"]["code"] == code] == [sent["idempotency_key"]] * 2  # asked the same, twice
+    # From now on it is a user-path row like any other: its retry is a replay, a new request a duplicate.
+    assert api.post("/v1/promotion-codes", body, headers=header).json() == merged
     resp = api.post("/v1/promotion-codes", body)
-    assert assert_error(resp, 409, "conflict")["error"]["details"]["reason"] == "duplicate_processor_id"
+    assert assert_error(resp, 409, "conflict")["error"]["details"]["reason"] == "duplicate_code"
     resp = api.post("/v1/promotion-codes", dict(body, code=code.swapcase()))
     assert assert_error(resp, 409, "conflict")["error"]["details"]["reason"] == "duplicate_code"
 
@@ -577,11 +609,15 @@ def test_a_created_webhook_before_the_create_finished_leaves_one_row(api: Client
     code = f"Early-{uid()}"
     request = promotions.NewPromotionCode(code=code, coupon=coupon["id"], max_redemptions=3)
     params = promotions.processor_params(request, None)
-    key = promotions.create_idempotency_key("fake", params, 0)
+    # The key the route derives from the request's Idempotency-Key (billing.core.idempotency).
+    header = f"early-{uid()}"
+    with idempotency.request(header, request_scope("anonymous", "POST", "/v1/promotion-codes")):
+        key = promotions.create_idempotency_key(0)
     obj = fake(stack).create_promotion_code(idempotency_key=key, params=params)
     deliver_settled(stack, api, event("promotion_code.created", obj, created=obj["created"]))
 
-    resp = api.post("/v1/promotion-codes", {"code": code, "coupon": coupon["id"], "max_redemptions": 3})
+    resp = api.post("/v1/promotion-codes", {"code": code, "coupon": coupon["id"], "max_redemptions": 3},
+                    headers={"Idempotency-Key": header})
     assert resp.status_code == 201, resp.text
     assert resp.json()["id"] == obj["id"] and resp.json()["max_redemptions"] == 3
     assert _one_row(api, code)["id"] == obj["id"]
@@ -610,23 +646,26 @@ def test_a_created_webhook_after_the_create_changes_nothing_twice(api: Client, s
 def test_a_coupon_created_webhook_before_a_retried_create_leaves_one_row(api: Client, stack: LocalStack) -> None:
     own_id = f"RACE-{uid()}"
     body = {"id": own_id, "percent_off": 15, "duration": "forever", "metadata": {"campaign": "race"}}
+    header = {"Idempotency-Key": f"race-{uid()}"}
     fake(stack).add_fault("create_coupon", 500, after=True)
-    assert_error(api.post("/v1/coupons", body), 502, "processor_error")
-    assert_error(api.get(f"/v1/coupons/{own_id}"), 404, "not_found")
+    with webhooks_held(api):
+        assert_error(api.post("/v1/coupons", body, headers=header), 502, "processor_error")
+        assert_error(api.get(f"/v1/coupons/{own_id}"), 404, "not_found")
 
-    obj = fake(stack).retrieve_object("coupon", own_id)
-    created = event("coupon.created", obj, created=obj["created"])
-    deliver_settled(stack, api, created)
+    # The processor made it: its coupon.created webhook recorded the row.
+    (created,) = [e for e in api.get("/_local/fake-stripe/events", params={
+        "type": "coupon.created", "limit": "1000"}).json()["data"] if e["data"]["object"]["id"] == own_id]
     hooked = api.get(f"/v1/coupons/{own_id}").json()
     assert hooked["last_stripe_event_id"] == created["id"]
 
-    retried = api.post("/v1/coupons", body)
+    retried = api.post("/v1/coupons", body, headers=header)
     assert retried.status_code == 201, retried.text
     merged = retried.json()
     assert merged["id"] == own_id and merged["lock_version"] == hooked["lock_version"] + 1
     assert (merged["percent_off"], merged["duration"], merged["metadata"]) == (15, "forever", {"campaign": "race"})
     assert merged["last_stripe_event_id"] == created["id"]
     assert ledger_types(stack, "coupon", own_id) == ["coupon.created", "coupon.create_confirmed"]
+    # Without the key it is a new request for an id the processor has: a conflict.
     assert_error(api.post("/v1/coupons", body), 409, "conflict")
 
 

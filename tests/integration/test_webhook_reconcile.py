@@ -3,7 +3,6 @@ webhook_processor, through the local stack's stream (DESIGN.md section 4)."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -22,6 +21,7 @@ from tests.integration.webhook_helpers import (
     fake,
     ledger,
     settle,
+    settled,
     stripe_object,
     uid,
     webhook_event,
@@ -32,9 +32,14 @@ REDRIVE = "/_local/schedules/WebhookProcessorFunction.RedriveDeferred/trigger"
 
 
 def api_customer(api: Client, owner_type: str = "User") -> dict[str, Any]:
+    """A customer made through the API, once its customer.created webhook
+    (which Stripe sends for it) set its watermark."""
     resp = api.put(f"/v1/owners/{owner_type}/{uid()}/customer", {"email": "ada@example.com"})
     assert resp.status_code == 201, resp.text
-    return dict(resp.json())
+    settled(api)
+    row = customer(api, resp.json()["id"])
+    assert row["last_stripe_event_id"].startswith("evt_fake_")
+    return row
 
 
 def customer(api: Client, customer_id: str, include: str = "") -> dict[str, Any]:
@@ -69,7 +74,7 @@ def test_any_delivery_order_of_customer_updates_ends_at_the_newest_state(api: Cl
     # Stripe's updates happened in list order; a gap of 0 puts two in the same second.
     row = api_customer(api)
     current = fake(stack).retrieve_customer(row["processor_id"])
-    created = [int(time.time()) - 60]
+    created = [row["last_stripe_event_ts"] + 1]  # after what Stripe said when it made the customer
     for gap in gaps:
         created.append(created[-1] + gap)
     versions = [dict(current, name=f"version {i}", metadata={**current["metadata"], "version": str(i)})
@@ -89,7 +94,7 @@ def test_any_delivery_order_of_customer_updates_ends_at_the_newest_state(api: Cl
 
 def test_an_older_event_is_stale_and_changes_nothing(api: Client, stack: LocalStack) -> None:
     row = api_customer(api)
-    now = int(time.time())
+    now = row["last_stripe_event_ts"] + 1
     newer = event("customer.updated", customer_object(row["processor_id"], name="Newer"), created=now)
     accepted(api, newer)
     settle(stack, api, newer["id"])
@@ -106,7 +111,7 @@ def test_an_older_event_is_stale_and_changes_nothing(api: Client, stack: LocalSt
 
 def test_an_event_in_the_watermark_second_applies_the_re_fetched_object(api: Client, stack: LocalStack) -> None:
     row = api_customer(api)
-    now = int(time.time())
+    now = row["last_stripe_event_ts"] + 1
     first = event("customer.updated", customer_object(row["processor_id"], name="First"), created=now)
     accepted(api, first)
     settle(stack, api, first["id"])

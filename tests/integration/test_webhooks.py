@@ -32,6 +32,7 @@ from tests.integration.webhook_helpers import (
     fake,
     ledger,
     settle,
+    settled,
     sign,
     sign_bytes,
     uid,
@@ -124,8 +125,11 @@ def test_a_redelivery_is_acknowledged_as_a_duplicate_and_writes_nothing(api: Cli
 
 def test_duplicate_storm_gives_one_row_one_ledger_entry_one_projection_change(api: Client, stack: LocalStack
                                                                               ) -> None:
-    customer = api.put(f"/v1/owners/User/{uid()}/customer", {"name": "Before"}).json()
-    update = event("customer.updated", customer_object(customer["processor_id"], name="After the storm"))
+    created = api.put(f"/v1/owners/User/{uid()}/customer", {"name": "Before"}).json()
+    settled(api)  # Stripe's customer.created for it came first
+    customer = api.get(f"/v1/customers/{created['id']}").json()
+    update = event("customer.updated", customer_object(customer["processor_id"], name="After the storm"),
+                   created=customer["last_stripe_event_ts"] + 1)
     payload = json.dumps(update).encode()
     header = sign(payload)
     with ThreadPoolExecutor(max_workers=10) as pool:
@@ -202,8 +206,11 @@ def test_unknown_event_is_404_and_replay_of_it_too(api: Client) -> None:
 
 
 def test_replay_runs_the_stored_event_again(api: Client, stack: LocalStack) -> None:
-    customer = api.put(f"/v1/owners/User/{uid()}/customer").json()
-    update = event("customer.updated", customer_object(customer["processor_id"], name="Replayed"))
+    made = api.put(f"/v1/owners/User/{uid()}/customer").json()
+    settled(api)  # Stripe's customer.created for it, applied first: no re-fetch of its own below
+    customer = api.get(f"/v1/customers/{made['id']}").json()
+    update = event("customer.updated", customer_object(customer["processor_id"], name="Replayed"),
+                   created=customer["last_stripe_event_ts"] + 1)
     accepted(api, update)
     (first,) = settle(stack, api, update["id"])
     assert first["status"] == "processed"
@@ -236,8 +243,10 @@ def test_failed_listing_is_paginated_from_the_index(api: Client, stack: LocalSta
 
 def test_a_record_that_keeps_failing_is_dead_lettered_and_its_row_says_failed(api: Client, stack: LocalStack
                                                                              ) -> None:
-    customer = api.put(f"/v1/owners/User/{uid()}/customer").json()
-    now = int(time.time())
+    made = api.put(f"/v1/owners/User/{uid()}/customer").json()
+    settled(api)  # Stripe's customer.created for it came first (and must not meet this test's faults)
+    customer = api.get(f"/v1/customers/{made['id']}").json()
+    now = customer["last_stripe_event_ts"] + 1
     first = event("customer.updated", customer_object(customer["processor_id"], name="One"), created=now)
     accepted(api, first)
     settle(stack, api, first["id"])

@@ -13,6 +13,8 @@ import hmac
 import json
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import requests
@@ -117,3 +119,28 @@ def ledger(api: Client, customer_id: str) -> list[dict[str, Any]]:
     resp = api.get(f"/v1/customers/{customer_id}/events?limit=100")
     assert resp.status_code == 200, resp.text
     return list(resp.json()["data"])
+
+
+def settled(api: Client) -> None:
+    """Wait until the Fake delivered every event it recorded so far (the
+    webhooks Stripe sends for API-made changes) and the stack applied them."""
+    resp = api.post("/_local/settle")
+    assert resp.status_code == 200, resp.text
+
+
+def kinds(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Ledger rows as (type, actor_type), in the order given."""
+    return [(r["type"], r["actor_type"]) for r in rows]
+
+
+@contextmanager
+def webhooks_held(api: Client) -> Iterator[None]:
+    """Hold the Fake's webhooks while the block runs (the API's own writes
+    come first, as when Stripe's delivery is slower than its answer), then
+    deliver them and wait until they are applied."""
+    assert api.post("/_local/fake-stripe/delivery", {"hold": True}).status_code == 200
+    try:
+        yield
+    finally:
+        assert api.post("/_local/fake-stripe/delivery", {"hold": False}).status_code == 200
+    settled(api)

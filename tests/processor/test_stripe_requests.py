@@ -508,3 +508,114 @@ def test_importing_the_package_and_the_fake_does_not_load_the_sdk() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": env_path}, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+# -- subscriptions, Checkout, the portal, catalog retrieval (issue 14) -------------------------
+
+
+def test_create_subscription_sends_items_expansions_and_the_key(stripe: StripeProcessor, stub: StripeStub,
+                                                               fixtures: dict[str, Any]) -> None:
+    answer = fixtures["subscription"] | {"latest_invoice": fixtures["invoice"] | {
+        "confirmation_secret": {"client_secret": "pi_1_secret_2", "type": "payment_intent"}}}
+    stub.reply(200, answer)
+    result = stripe.create_subscription(idempotency_key="subscription-create-abc", params={
+        "customer": "cus_1", "payment_behavior": "default_incomplete",
+        "items": [{"price": "price_1", "quantity": 2}], "trial_period_days": 7,
+        "discounts": [{"promotion_code": "promo_1"}], "default_payment_method": "pm_1",
+        "expand": ["latest_invoice.confirmation_secret", "pending_setup_intent"], "metadata": {"plan": "pro"}})
+    request = stub.only()
+    assert (request.method, request.path) == ("POST", "/v1/subscriptions")
+    assert_api_key_auth(request)
+    assert request.headers["idempotency-key"] == "subscription-create-abc"
+    assert request.form == {
+        "customer": "cus_1", "payment_behavior": "default_incomplete", "items[0][price]": "price_1",
+        "items[0][quantity]": "2", "trial_period_days": "7", "discounts[0][promotion_code]": "promo_1",
+        "default_payment_method": "pm_1", "expand[0]": "latest_invoice.confirmation_secret",
+        "expand[1]": "pending_setup_intent", "metadata[plan]": "pro"}
+    assert result["latest_invoice"]["confirmation_secret"]["client_secret"] == "pi_1_secret_2"
+    json.dumps(result)
+
+
+def test_update_and_cancel_subscription(stripe: StripeProcessor, stub: StripeStub, fixtures: dict[str, Any]) -> None:
+    stub.reply(200, fixtures["subscription"], times=4)
+    stripe.update_subscription("sub_1", idempotency_key="swap-1", params={
+        "items": [{"id": "si_1", "price": "price_2", "quantity": 3}], "proration_behavior": "always_invoice"})
+    stripe.update_subscription("sub_1", idempotency_key="pause-1", params={
+        "pause_collection": {"behavior": "void", "resumes_at": 1900000000}})
+    stripe.update_subscription("sub_1", idempotency_key="unpause-1", params={"pause_collection": ""})
+    stripe.cancel_subscription("sub_1", idempotency_key="cancel-1", params={})
+    swap, pause, unpause, cancel = stub.requests
+    assert (swap.method, swap.path, swap.headers["idempotency-key"]) == ("POST", "/v1/subscriptions/sub_1", "swap-1")
+    assert swap.form == {"items[0][id]": "si_1", "items[0][price]": "price_2", "items[0][quantity]": "3",
+                         "proration_behavior": "always_invoice"}
+    assert pause.form == {"pause_collection[behavior]": "void", "pause_collection[resumes_at]": "1900000000"}
+    assert unpause.form == {"pause_collection": ""}  # an empty value unsets it
+    assert (cancel.method, cancel.path, cancel.headers["idempotency-key"]) == (
+        "DELETE", "/v1/subscriptions/sub_1", "cancel-1")
+
+
+def test_lists_follow_every_page(stripe: StripeProcessor, stub: StripeStub, fixtures: dict[str, Any]) -> None:
+    first = fixtures["subscription"] | {"id": "sub_a"}
+    second = fixtures["subscription"] | {"id": "sub_b"}
+    stub.reply(200, {"object": "list", "data": [first], "has_more": True, "url": "/v1/subscriptions"})
+    stub.reply(200, {"object": "list", "data": [second], "has_more": False, "url": "/v1/subscriptions"})
+    stub.reply(200, {"object": "list", "data": [fixtures["payment_method"]], "has_more": False,
+                     "url": "/v1/payment_methods"})
+    subscriptions = stripe.list_subscriptions(customer_id="cus_1")
+    payment_methods = stripe.list_payment_methods(customer_id="cus_1")
+    assert [s["id"] for s in subscriptions] == ["sub_a", "sub_b"]
+    assert [p["id"] for p in payment_methods] == [fixtures["payment_method"]["id"]]
+    page1, page2, pms = stub.requests
+    assert (page1.method, page1.path, page1.query) == ("GET", "/v1/subscriptions", {
+        "customer": ["cus_1"], "status": ["all"], "limit": ["100"]})
+    assert page2.query["starting_after"] == ["sub_a"]
+    assert (pms.path, pms.query) == ("/v1/payment_methods", {"customer": ["cus_1"], "limit": ["100"]})
+
+
+def test_checkout_and_portal_sessions(stripe: StripeProcessor, stub: StripeStub, fixtures: dict[str, Any]) -> None:
+    stub.reply(200, fixtures["checkout.session"])
+    stub.reply(200, {"id": "bps_1", "object": "billing_portal.session", "url": "https://billing.stripe.com/p/x"})
+    session = stripe.create_checkout_session(idempotency_key="checkout-1", params={
+        "customer": "cus_1", "mode": "subscription", "line_items": [{"price": "price_1", "quantity": 1}],
+        "success_url": "https://app.example.com/ok?s={CHECKOUT_SESSION_ID}", "allow_promotion_codes": True,
+        "client_reference_id": "cust_1", "subscription_data": {"trial_period_days": 14}})
+    portal = stripe.create_portal_session(idempotency_key="portal-1", params={
+        "customer": "cus_1", "return_url": "https://app.example.com/account",
+        "flow_data": {"type": "subscription_cancel", "subscription_cancel": {"subscription": "sub_1"}}})
+    checkout, billing_portal = stub.requests
+    assert (checkout.path, checkout.headers["idempotency-key"]) == ("/v1/checkout/sessions", "checkout-1")
+    assert checkout.form == {
+        "customer": "cus_1", "mode": "subscription", "line_items[0][price]": "price_1",
+        "line_items[0][quantity]": "1", "success_url": "https://app.example.com/ok?s={CHECKOUT_SESSION_ID}",
+        "allow_promotion_codes": "true", "client_reference_id": "cust_1",
+        "subscription_data[trial_period_days]": "14"}
+    assert (billing_portal.path, billing_portal.headers["idempotency-key"]) == ("/v1/billing_portal/sessions",
+                                                                              "portal-1")
+    assert billing_portal.form == {"customer": "cus_1", "return_url": "https://app.example.com/account",
+                                   "flow_data[type]": "subscription_cancel",
+                                   "flow_data[subscription_cancel][subscription]": "sub_1"}
+    assert session["url"] == fixtures["checkout.session"]["url"] and portal["url"].startswith("https://billing.")
+
+
+@pytest.mark.parametrize(("object_type", "path"), [("price", "/v1/prices"), ("product", "/v1/products"),
+                                                   ("checkout.session", "/v1/checkout/sessions")])
+def test_retrieve_catalog_and_checkout_objects(stripe: StripeProcessor, stub: StripeStub, fixtures: dict[str, Any],
+                                               object_type: str, path: str) -> None:
+    obj = fixtures[object_type]
+    stub.reply(200, obj)
+    assert stripe.retrieve_object(object_type, obj["id"]) == obj
+    assert (stub.only().method, stub.only().path) == ("GET", f"{path}/{obj['id']}")
+
+
+def test_an_entitlement_summary_is_the_customers_active_entitlements(stripe: StripeProcessor,
+                                                                    stub: StripeStub) -> None:
+    entitlement = {"id": "ent_1", "object": "entitlements.active_entitlement", "feature": "feat_1",
+                   "livemode": False, "lookup_key": "sso"}
+    stub.reply(200, {"object": "list", "data": [entitlement], "has_more": False,
+                     "url": "/v1/entitlements/active_entitlements"})
+    summary = stripe.retrieve_object("entitlements.active_entitlement_summary", "cus_1")
+    request = stub.only()
+    assert (request.path, request.query) == ("/v1/entitlements/active_entitlements",
+                                             {"customer": ["cus_1"], "limit": ["100"]})
+    assert summary["object"] == "entitlements.active_entitlement_summary" and summary["customer"] == "cus_1"
+    assert summary["entitlements"]["data"] == [entitlement]

@@ -30,6 +30,8 @@ def test_a_row_the_webhook_wrote_first_is_adopted_not_duplicated(fake: FakeProce
     assert adopted.pk == obj["id"] and adopted.create_key == "create-key-1"
     assert adopted.coupon_id == coupon["id"]  # filled in: the webhook's row left it empty
     assert adopted.last_stripe_event_id == "evt_1"  # the webhook's newer state is kept
+    # The same key again is the same request retried: its row, not a conflict.
+    assert recording.record(codes.RECORDING, obj, "create-key-1", API).lock_version == adopted.lock_version
     with pytest.raises(Conflict) as again:
         recording.record(codes.RECORDING, obj, "create-key-2", API)
     assert again.value.details["reason"] == "duplicate_processor_id"

@@ -9,7 +9,8 @@ from http import HTTPStatus
 from aws_lambda_powertools.event_handler import Response, content_types
 
 from billing.api import bodies, errors, openapi
-from billing.api.lazy import LazyResolver, group
+from billing.api.idempotency import IdempotentResolver
+from billing.api.lazy import group
 from billing.api.routes import health
 from billing.core import snapstart
 
@@ -20,14 +21,20 @@ ROUTE_GROUPS = (
     group("usage", "/v1/usage"),
     group("webhook_events", "/v1/webhook-events"),
     group("promotions", "/v1/coupons", "/v1/promotion-codes"),
+    group("catalog", "/v1/prices", "/v1/products"),
+    group("subscriptions", "/v1/subscriptions", "/v1/customers/*/subscriptions"),
+    group("invoices", "/v1/invoices", "/v1/charges"),
+    group("billing", "/v1/owners/*/*/billing", "/v1/owners/*/*/entitlements", "/v1/customers/*/checkout-sessions",
+          "/v1/customers/*/portal-sessions", "/v1/customers/*/sync"),
 )
 
 # Every route returns Response[Model]: Powertools validates the body against the
 # model and serialises it through it. A body the model refuses is our bug, so
 # a 500 internal_error (billing.api.errors), never a 422 to the caller. Bodies
 # are read strictly, before validation, on every route (billing.api.bodies).
-app = LazyResolver(enable_validation=True, response_validation_error_http_code=HTTPStatus.INTERNAL_SERVER_ERROR,
-                   groups=ROUTE_GROUPS)
+# Every POST, PUT, PATCH and DELETE takes an Idempotency-Key (billing.api.idempotency).
+app = IdempotentResolver(enable_validation=True,
+                         response_validation_error_http_code=HTTPStatus.INTERNAL_SERVER_ERROR, groups=ROUTE_GROUPS)
 errors.register(app)
 app.use([bodies.read_every_body])
 app.include_router(health.router)

@@ -25,6 +25,10 @@ from billing.core.errors import (
 from billing.core.observability import logger
 from billing.data.cancellation import retryable_dynamodb_code, transaction_conflict
 
+# The 409 of a transaction another request held: nothing was written, the
+# same request may be sent again (so an Idempotency-Key does not keep it).
+CONCURRENT_CHANGE = "a concurrent request changed the same data; send it again"
+
 
 def error_response(status: int, type_: str, message: str, details: dict[str, Any] | None = None,
                    headers: dict[str, str] | None = None) -> Response[str]:
@@ -118,7 +122,7 @@ def register(app: APIGatewayRestResolver) -> None:
         if transaction_conflict(exc):
             # A concurrent request held the same items and the domain code
             # did not retry it: nothing was written, the caller may resend.
-            return error_response(409, "conflict", "a concurrent request changed the same data; send it again")
+            return error_response(409, "conflict", CONCURRENT_CHANGE)
         code = retryable_dynamodb_code(exc)
         if code is None:
             return _internal(exc)

@@ -40,8 +40,14 @@ class RouteGroup:
     prefixes: tuple[str, ...]
 
     def claims(self, path: str) -> bool:
-        """Whether `path` is one of the prefixes or under one (whole segments)."""
-        return any(path == prefix or path.startswith(prefix + "/") for prefix in self.prefixes)
+        """Whether `path` is one of the prefixes or under one (whole segments; a
+        `*` segment of a prefix matches any one segment, e.g. /v1/customers/*/sync)."""
+        segments = path.split("/")
+        for prefix in self.prefixes:
+            wanted = prefix.split("/")
+            if len(segments) >= len(wanted) and all(w in ("*", s) for w, s in zip(wanted, segments, strict=False)):
+                return True
+        return False
 
     def router(self) -> APIGatewayRouter:
         router: APIGatewayRouter = importlib.import_module(f"{ROUTES_PACKAGE}.{self.module}").router

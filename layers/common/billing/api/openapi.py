@@ -13,6 +13,7 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 
+from billing.api import idempotency
 from billing.api.schemas import ErrorBody
 
 TITLE = "billing-functions"
@@ -79,4 +80,5 @@ def document(app: APIGatewayRestResolver) -> str:
     webhook_paths, webhook_schemas = webhook_events.openapi_paths()
     doc.setdefault("paths", {}).update(webhook_paths)
     doc.setdefault("components", {}).setdefault("schemas", {}).update(webhook_schemas)
+    idempotency.document(doc)
     return json.dumps(_contract_errors(doc))

@@ -30,6 +30,10 @@ METER_EVENTS_TABLE: Final = "METER_EVENTS_TABLE"
 WEBHOOK_EVENTS_TABLE: Final = "WEBHOOK_EVENTS_TABLE"
 COUPONS_TABLE: Final = "COUPONS_TABLE"
 PROMOTION_CODES_TABLE: Final = "PROMOTION_CODES_TABLE"
+PRICES_TABLE: Final = "PRICES_TABLE"
+PRODUCTS_TABLE: Final = "PRODUCTS_TABLE"
+ENTITLEMENTS_TABLE: Final = "ENTITLEMENTS_TABLE"
+IDEMPOTENCY_TABLE: Final = "IDEMPOTENCY_TABLE"
 
 
 def env(name: str, default: Any = dataclasses.MISSING) -> Any:
@@ -94,13 +98,24 @@ class CustomerTables:
     promotion_codes_table: str = env(PROMOTION_CODES_TABLE)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BillingTables:
+    """The catalog (prices, products) and the entitlements projection."""
+
+    prices_table: str = env(PRICES_TABLE)
+    products_table: str = env(PRODUCTS_TABLE)
+    entitlements_table: str = env(ENTITLEMENTS_TABLE)
+
+
 # -- per function: the union its handler checks at cold start ---------------------------
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ApiSettings(CustomerTables, StripeSettings):
+class ApiSettings(CustomerTables, BillingTables, StripeSettings):
     meter_events_table: str = env(METER_EVENTS_TABLE)
     webhook_events_table: str = env(WEBHOOK_EVENTS_TABLE)
+    # Responses kept for Idempotency-Key replays (billing.api.idempotency).
+    idempotency_table: str = env(IDEMPOTENCY_TABLE)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -109,7 +124,7 @@ class WebhookSettings(WebhookIngestSettings):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class WebhookProcessorSettings(CustomerTables, StripeSettings):
+class WebhookProcessorSettings(CustomerTables, BillingTables, StripeSettings):
     webhook_events_table: str = env(WEBHOOK_EVENTS_TABLE)
     # Meter error events move usage rows (metering.meter_errors).
     meter_events_table: str = env(METER_EVENTS_TABLE)

@@ -9,7 +9,7 @@ from typing import Any
 
 from pynamodb.transactions import TransactWrite
 
-from billing.core import clock, ids
+from billing.core import clock, idempotency, ids
 from billing.data.tables import LedgerRow
 
 
@@ -40,8 +40,10 @@ def _trace_id() -> str | None:
 
 def append(tw: TransactWrite, *, type_: str, subject_type: str, subject_id: str, actor: Actor,
            data: dict[str, Any] | None = None, idempotency_key: str | None = None) -> LedgerRow:
-    """Add the ledger row for a change to the transaction that makes the change."""
+    """Add the ledger row for a change to the transaction that makes the change
+    (with the request's Idempotency-Key unless the caller names a key)."""
     at = clock.iso()
+    idempotency_key = idempotency_key or idempotency.header()
     row_id = ids.new_id("evt")
     row = LedgerRow(
         pk=f"{subject_type}#{subject_id}", sk=f"{at}#{row_id}", id=row_id, type=type_,

@@ -219,7 +219,17 @@ class SubscriptionRow(_ProjectionAttributes):
     class Meta(_Meta):
         table_name = _table(SUBSCRIPTIONS_TABLE)
 
+    # An index per list filter (GET /v1/subscriptions, /invoices, /charges), newest first.
     by_customer = _index("by_customer", "customer_id", "sort_key")
+    by_status = _index("by_status", "status", "sort_key")
+    by_price = _index("by_price", "price_id", "sort_key")
+    by_list = _index("by_list", "list_key", "sort_key")
+
+    list_key = UnicodeAttribute(default="subscription")
+    # The first item's price and product (`?price=` filters on it); pause_behavior while collection is paused.
+    price_id, product_id, pause_behavior = (UnicodeAttribute(null=True) for _ in range(3))
+    quantity, current_period_end, trial_end = (NumberAttribute(null=True) for _ in range(3))
+    cancel_at_period_end = BooleanAttribute(null=True)
 
 
 class InvoiceRow(_ProjectionAttributes):
@@ -227,6 +237,13 @@ class InvoiceRow(_ProjectionAttributes):
         table_name = _table(INVOICES_TABLE)
 
     by_customer = _index("by_customer", "customer_id", "sort_key")
+    by_status = _index("by_status", "status", "sort_key")
+    by_subscription = _index("by_subscription", "subscription_id", "sort_key")
+    by_list = _index("by_list", "list_key", "sort_key")
+
+    list_key = UnicodeAttribute(default="invoice")
+    subscription_id, billing_reason, currency = (UnicodeAttribute(null=True) for _ in range(3))
+    amount_due, amount_paid = NumberAttribute(null=True), NumberAttribute(null=True)
 
 
 class ChargeRow(_ProjectionAttributes):
@@ -234,6 +251,13 @@ class ChargeRow(_ProjectionAttributes):
         table_name = _table(CHARGES_TABLE)
 
     by_customer = _index("by_customer", "customer_id", "sort_key")
+    by_subscription = _index("by_subscription", "subscription_id", "sort_key")
+    by_list = _index("by_list", "list_key", "sort_key")
+
+    list_key = UnicodeAttribute(default="charge")
+    # subscription_id: through the charge's invoice, when it names one.
+    invoice_id, subscription_id, currency = (UnicodeAttribute(null=True) for _ in range(3))
+    amount = NumberAttribute(null=True)
 
 
 class LedgerRow(Model):

@@ -22,6 +22,9 @@ JSONDict = dict[str, Any]
 # Objects reconcile may re-fetch to learn the canonical state (retrieve_object).
 OBJECT_TYPES: Final = frozenset(
     {"customer", "payment_method", "subscription", "invoice", "charge", "coupon", "promotion_code"}
+    # The catalog, Checkout, and a customer's active entitlement summary (retrieved by the
+    # customer's id: the summary has no id of its own).
+    | {"price", "product", "checkout.session", "entitlements.active_entitlement_summary"}
 )
 
 # Stripe's limit on one v2 meter_event_stream request.
@@ -104,6 +107,36 @@ class Processor(Protocol):
     def update_promotion_code(
         self, promotion_code_id: str, *, params: JSONDict, idempotency_key: str | None = None
     ) -> JSONDict: ...
+
+    # -- subscriptions, Checkout and the customer portal --------------------------------
+    # `params` are Stripe's own parameters; the idempotency key is the caller's
+    # (derived from the operation and the request's Idempotency-Key).
+
+    def create_subscription(self, *, idempotency_key: str, params: JSONDict) -> JSONDict:
+        """POST /v1/subscriptions. `params["expand"]` may ask for
+        latest_invoice.confirmation_secret and pending_setup_intent (client secrets)."""
+        ...
+
+    def update_subscription(self, subscription_id: str, *, idempotency_key: str, params: JSONDict) -> JSONDict:
+        """POST /v1/subscriptions/{id}: items (swap), proration_behavior,
+        cancel_at_period_end, pause_collection ("" unpauses), default_payment_method."""
+        ...
+
+    def cancel_subscription(self, subscription_id: str, *, idempotency_key: str, params: JSONDict) -> JSONDict:
+        """DELETE /v1/subscriptions/{id}: cancel now (invoice_now, prorate)."""
+        ...
+
+    def list_subscriptions(self, *, customer_id: str) -> list[JSONDict]:
+        """Every subscription of a customer, whatever its status (all pages)."""
+        ...
+
+    def list_payment_methods(self, *, customer_id: str) -> list[JSONDict]:
+        """Every payment method attached to a customer (all pages)."""
+        ...
+
+    def create_checkout_session(self, *, idempotency_key: str, params: JSONDict) -> JSONDict: ...
+
+    def create_portal_session(self, *, idempotency_key: str, params: JSONDict) -> JSONDict: ...
 
 
 # The interface's method names: the only calls the Fake's RPC will execute.

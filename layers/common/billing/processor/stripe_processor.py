@@ -31,7 +31,12 @@ if TYPE_CHECKING:
         CustomerUpdateParams,
         PromotionCodeCreateParams,
         PromotionCodeUpdateParams,
+        SubscriptionCancelParams,
+        SubscriptionCreateParams,
+        SubscriptionUpdateParams,
     )
+    from stripe.params.billing_portal import SessionCreateParams as PortalSessionCreateParams
+    from stripe.params.checkout import SessionCreateParams
     from stripe.params.v2.billing import MeterEventStreamCreateParams
 
 # Lambda functions time out at 29 s; the SDK's default is 80 s per attempt.
@@ -213,8 +218,22 @@ class StripeProcessor:
             "charge": v1.charges.retrieve,
             "coupon": v1.coupons.retrieve,
             "promotion_code": v1.promotion_codes.retrieve,
+            "price": v1.prices.retrieve,
+            "product": v1.products.retrieve,
+            "checkout.session": v1.checkout.sessions.retrieve,
+            "entitlements.active_entitlement_summary": self._entitlement_summary,
         }
         return _to_dict(self._call(retrievers[object_type], object_id))
+
+    def _entitlement_summary(self, customer_id: str) -> Any:
+        """Stripe has no endpoint for the summary object its webhook sends: it
+        is the customer's active entitlements, which are listed."""
+        listed = self._client.v1.entitlements.active_entitlements.list({"customer": customer_id, "limit": 100})
+        entitlements = [_to_dict(e) for e in listed.auto_paging_iter()]
+        return _Plain({"object": "entitlements.active_entitlement_summary", "customer": customer_id,
+                       "livemode": bool(entitlements and entitlements[0].get("livemode")),
+                       "entitlements": {"object": "list", "data": entitlements, "has_more": False,
+                                        "url": "/v1/entitlements/active_entitlements"}})
 
     # -- coupons and promotion codes --------------------------------------------------
 
@@ -244,6 +263,70 @@ class StripeProcessor:
             {"idempotency_key": idempotency_key} if idempotency_key else None,
         )
         return _to_dict(promo)
+
+
+    # -- subscriptions, Checkout and the customer portal -----------------------------
+
+    def create_subscription(self, *, idempotency_key: str, params: JSONDict) -> JSONDict:
+        subscription = self._call(
+            self._client.v1.subscriptions.create,
+            cast("SubscriptionCreateParams", params),
+            {"idempotency_key": idempotency_key},
+        )
+        return _to_dict(subscription)
+
+    def update_subscription(self, subscription_id: str, *, idempotency_key: str, params: JSONDict) -> JSONDict:
+        subscription = self._call(
+            self._client.v1.subscriptions.update,
+            subscription_id,
+            cast("SubscriptionUpdateParams", params),
+            {"idempotency_key": idempotency_key},
+        )
+        return _to_dict(subscription)
+
+    def cancel_subscription(self, subscription_id: str, *, idempotency_key: str, params: JSONDict) -> JSONDict:
+        subscription = self._call(
+            self._client.v1.subscriptions.cancel,
+            subscription_id,
+            cast("SubscriptionCancelParams", params),
+            {"idempotency_key": idempotency_key},
+        )
+        return _to_dict(subscription)
+
+    def list_subscriptions(self, *, customer_id: str) -> list[JSONDict]:
+        listed = self._call(self._client.v1.subscriptions.list, {"customer": customer_id, "status": "all",
+                                                                 "limit": 100})
+        return [_to_dict(s) for s in self._call(lambda: list(listed.auto_paging_iter()))]
+
+    def list_payment_methods(self, *, customer_id: str) -> list[JSONDict]:
+        listed = self._call(self._client.v1.payment_methods.list, {"customer": customer_id, "limit": 100})
+        return [_to_dict(p) for p in self._call(lambda: list(listed.auto_paging_iter()))]
+
+    def create_checkout_session(self, *, idempotency_key: str, params: JSONDict) -> JSONDict:
+        session = self._call(
+            self._client.v1.checkout.sessions.create,
+            cast("SessionCreateParams", params),
+            {"idempotency_key": idempotency_key},
+        )
+        return _to_dict(session)
+
+    def create_portal_session(self, *, idempotency_key: str, params: JSONDict) -> JSONDict:
+        session = self._call(
+            self._client.v1.billing_portal.sessions.create,
+            cast("PortalSessionCreateParams", params),
+            {"idempotency_key": idempotency_key},
+        )
+        return _to_dict(session)
+
+
+class _Plain:
+    """A dict answered where the SDK would answer a StripeObject (to_dict)."""
+
+    def __init__(self, data: JSONDict) -> None:
+        self.data = data
+
+    def to_dict(self, recursive: bool = True, for_json: bool = True) -> JSONDict:
+        return self.data
 
 
 def _to_dict(obj: Any) -> JSONDict:

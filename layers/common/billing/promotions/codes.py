@@ -4,8 +4,9 @@ The processor is canonical; the projection keeps what an admin filters and
 sorts on (code, active, coupon, expiry, redemptions). Two paths write it:
 
 - the user path (create, activate/deactivate, metadata): validates, calls
-  the processor with an idempotency key derived from the request, then
-  records the row with its ledger row in one transaction;
+  the processor with an idempotency key derived from the request's
+  Idempotency-Key (a POST without it creates a new code each time, as on
+  Stripe), then records the row with its ledger row in one transaction;
 - the webhook path (billing.webhooks.objects): applies whatever the
   processor says, under the watermark rules, without required-field checks.
 
@@ -22,8 +23,8 @@ user path's create has finished (or after its response was lost): the
 webhook path writes the row and claims the guard for that processor id;
 the user path then finds the row (not recorded by a create request yet)
 and merges into it instead of failing or duplicating it, and recognises
-its own promotion code as the guard's holder. A row a create request has
-recorded already (`create_key`) makes the same processor id a 409.
+its own promotion code as the guard's holder. A row another create request
+has recorded already (`create_key`) makes the same processor id a 409.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from typing import Any
 from pynamodb.exceptions import TransactWriteError
 from pynamodb.transactions import TransactWrite
 
-from billing.core import clock, metadata
+from billing.core import clock, idempotency, metadata
 from billing.core.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
 from billing.core.observability import logger
 from billing.core.pii import scrub
@@ -92,12 +93,11 @@ def processor_params(req: NewPromotionCode, processor_customer_id: str | None) -
     return params
 
 
-def create_idempotency_key(processor: str, params: dict[str, Any], generation: int) -> str:
-    """Derived from the request and the code's guard generation: the same
-    request again gets the same processor object, while the same code after
-    it was released (deactivated) gets a new one."""
-    canonical = json.dumps([processor, generation, params], sort_keys=True, separators=(",", ":"))
-    return "promotion-code-create-" + hashlib.sha256(canonical.encode()).hexdigest()[:48]
+def create_idempotency_key(generation: int) -> str:
+    """From the request's Idempotency-Key and the code's guard generation: the
+    same request again gets the same processor object, while the same code
+    after it was released (deactivated) gets a new one."""
+    return idempotency.processor_key("promotion-code-create", str(generation))
 
 
 # -- reads ---------------------------------------------------------------------------
@@ -181,12 +181,12 @@ def create(req: NewPromotionCode, actor: Actor) -> dict[str, Any]:
     key_of_code = code_key(req.code)
     held = guard(key_of_code)
     generation = int(held.generation or 0) if held is not None else 0
-    key = create_idempotency_key(processor_name(), params, generation)
+    key = create_idempotency_key(generation)
     holder_id = held.promotion_code_id if held is not None else None
     if req.active and holder_id:
         holder = find(holder_id)
         if holder is not None and holder.create_key == key:
-            raise _duplicate_processor_id(holder)
+            return to_api(holder)  # this very request, retried after its answer was lost
         if holder is not None and holder.create_key:
             raise duplicate_code(req.code, holder_id)
         # Held by a row only a webhook recorded: it may be this very request's

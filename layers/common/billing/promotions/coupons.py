@@ -3,23 +3,23 @@ with its ledger row) and reads. The webhook path (billing.webhooks.objects)
 keeps the rows current; both paths fill the same columns, so a row is the
 same whichever path wrote it first.
 
-A create derives its processor idempotency key from the request itself, so
-a retried request gets the coupon its first attempt made, never a second
-one. The row is keyed by the processor's id; once a create request has
-recorded it (`create_key`), the same processor coupon again is a conflict,
-while a row only a webhook wrote (its coupon.created won the race) is
-merged into and returned.
+A create calls the processor with an idempotency key derived from the
+request's Idempotency-Key (billing.core.idempotency): a retried request
+gets the coupon its first attempt made, never a second one, while a POST
+without the header creates a new coupon each time, as on Stripe. The row is
+keyed by the processor's id; once a create request has recorded it
+(`create_key`), the same processor coupon again is a conflict (unless it is
+that very request, retried), while a row only a webhook wrote (its
+coupon.created won the race) is merged into and returned.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from billing.core import metadata
+from billing.core import idempotency, metadata
 from billing.core.errors import Conflict, ValidationFailed
 from billing.data import reads
 from billing.data.ledger import Actor
@@ -91,10 +91,10 @@ def processor_params(req: NewCoupon) -> dict[str, Any]:
     return params
 
 
-def create_idempotency_key(processor: str, params: dict[str, Any]) -> str:
-    """Derived from the request: the same request again is the same processor coupon."""
-    canonical = json.dumps([processor, params], sort_keys=True, separators=(",", ":"))
-    return "coupon-create-" + hashlib.sha256(canonical.encode()).hexdigest()[:48]
+def create_idempotency_key() -> str:
+    """From the request's Idempotency-Key: its retry is the same processor coupon;
+    without the header, a new one."""
+    return idempotency.processor_key("coupon-create")
 
 
 # -- reads ---------------------------------------------------------------------------
@@ -141,9 +141,11 @@ RECORDING = Recording(kind="coupon", model=CouponRow, columns=columns.coupon, du
 def create(req: NewCoupon, actor: Actor) -> dict[str, Any]:
     validate(req)
     params = processor_params(req)
-    key = create_idempotency_key(processor_name(), params)
+    key = create_idempotency_key()
     if req.id is not None:
         known = find(req.id)
+        if known is not None and known.create_key == key:
+            return to_api(known)  # this very request, retried after its answer was lost
         if known is not None and known.create_key:
             raise _duplicate(known)
     try:

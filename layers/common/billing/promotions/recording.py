@@ -6,9 +6,10 @@ writes it (with its ledger row, and whatever claims the type needs) on
 condition it still does not exist. A row only the webhook path wrote (its
 `*.created` event won the race, or this request's earlier answer was lost)
 is adopted: the webhook's state is at least as new as the create's answer,
-so only the columns it left empty are filled in. A row a create request
-recorded already (`create_key`) is a 409: that processor object belongs to
-an earlier request.
+so only the columns it left empty are filled in. A row another create
+request recorded already (`create_key`) is a 409: that processor object
+belongs to an earlier request; the same key is this request retried, and
+gets its row back.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def record(spec: Recording, obj: dict[str, Any], key: str, actor: Actor) -> Any:
     def attempt() -> Any:
         existing = find(spec.model, object_id)
         if existing is not None:
+            if existing.create_key == key:
+                return existing  # this request, retried: the row it recorded
             if existing.create_key:
                 raise spec.duplicate(existing)
             return _adopt(spec, existing, obj, key, actor)

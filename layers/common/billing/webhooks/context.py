@@ -82,13 +82,15 @@ class Context:
     def actor(self) -> Actor:
         return Actor.webhook(self.id)
 
-    def object(self) -> dict[str, Any]:
+    def object(self, id_field: str = "id") -> dict[str, Any]:
         """`data.object`, with a string id (the ack path checked the shape of a
-        present one; an event of a projected type must have one)."""
+        present one; an event of a projected type must have one). An object
+        keyed by another field (an entitlement summary, by its customer)
+        names it."""
         data = self.event.get("data")
         obj = data.get("object") if isinstance(data, dict) else None
-        if not isinstance(obj, dict) or not isinstance(obj.get("id"), str) or not obj["id"]:
-            raise Malformed(f"{self.type} needs data.object with an id")
+        if not isinstance(obj, dict) or not isinstance(obj.get(id_field), str) or not obj[id_field]:
+            raise Malformed(f"{self.type} needs data.object with {'an id' if id_field == 'id' else id_field}")
         return obj
 
     def already_applied(self, last_event_id: str | None) -> bool:

@@ -1,30 +1,34 @@
 """Thin projections of processor objects, one table-driven path for all of
-them: payment methods, subscriptions, invoices and charges (linked to the
-local customer by the object's processor customer id), coupons and
-promotion codes (no customer).
+them: payment methods, subscriptions, invoices, charges and entitlement
+summaries (linked to the local customer by the object's processor customer
+id), coupons, promotion codes, prices and products (no customer).
 
 A Spec names the row class, the columns taken from the object (the fields
 a user filters or sorts on; the whole object, scrubbed, goes to `data`)
-and whether the object hangs off a customer. An object whose customer is
-not in the projection yet is deferred; an object without a customer (a
-guest charge, a detached payment method) keeps whatever link its row had.
+and whether the object hangs off a customer; optionally what else the
+change writes in the same transaction (`also`: the owner's billing
+summary) and the field that keys the object when it has no id of its own.
+An object whose customer is not in the projection yet is deferred; an
+object without a customer (a guest charge, a detached payment method)
+keeps whatever link its row had.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 from pynamodb.transactions import TransactWrite
 
+from billing.catalog import columns as catalog_columns
 from billing.core import clock
 from billing.core.errors import NotFound
 from billing.core.pii import scrub
 from billing.customers.records import find_by_processor_id, load
 from billing.data import ledger
+from billing.data.billing_tables import EntitlementRow, PriceRow, ProductRow
 from billing.data.reads import find
 from billing.data.tables import (
     ChargeRow,
@@ -38,18 +42,13 @@ from billing.data.transactions import retry_on_conflict
 from billing.processor.fields import integer, mapping, reference, text
 from billing.promotions import columns as promotion_columns
 from billing.promotions.guards import add_code_guard
+from billing.subscriptions import columns as subscription_columns
+from billing.subscriptions import summary
 from billing.webhooks import store
 from billing.webhooks.context import Context, Deferred, Handler, order
 
-Row = PaymentMethodRow | SubscriptionRow | InvoiceRow | ChargeRow | CouponRow | PromotionCodeRow
-
-def _created_sort(obj: dict[str, Any], row: Any) -> str:
-    if row.sort_key:
-        return str(row.sort_key)
-    created = integer(obj.get("created"))
-    at = clock.iso(datetime.fromtimestamp(created, UTC)) if created is not None else clock.iso()
-    return f"{at}#{obj['id']}"
-
+Row = (PaymentMethodRow | SubscriptionRow | InvoiceRow | ChargeRow | CouponRow | PromotionCodeRow | PriceRow
+       | ProductRow | EntitlementRow)
 
 # -- columns per object type ---------------------------------------------------------------
 
@@ -70,10 +69,6 @@ def _payment_method(obj: dict[str, Any], event_type: str, row: Any) -> dict[str,
     }
 
 
-def _with_status(obj: dict[str, Any], event_type: str, row: Any) -> dict[str, Any]:
-    return {"status": text(obj.get("status")), "sort_key": _created_sort(obj, row)}
-
-
 @dataclass(frozen=True)
 class Spec:
     object_type: str  # Stripe's object name, for retrieve_object
@@ -81,20 +76,30 @@ class Spec:
     columns: Columns
     events: tuple[str, ...]
     linked: bool = False  # hangs off a customer through object.customer
+    # What else the change writes, in the same transaction (after the row's own save).
+    also: Callable[[TransactWrite, Any], None] | None = None
+    id_field: str = "id"  # the object's key (an entitlement summary is its customer's)
 
 
 SPECS = (
     Spec("payment_method", PaymentMethodRow, _payment_method, linked=True, events=(
         "payment_method.attached", "payment_method.detached", "payment_method.updated",
         "payment_method.automatically_updated")),
-    Spec("subscription", SubscriptionRow, _with_status, linked=True, events=tuple(
+    Spec("subscription", SubscriptionRow, subscription_columns.subscription, linked=True,
+         also=summary.add_subscription, events=tuple(
         f"customer.subscription.{verb}"
         for verb in ("created", "updated", "deleted", "paused", "resumed", "trial_will_end"))),
-    Spec("invoice", InvoiceRow, _with_status, linked=True, events=tuple(
+    Spec("invoice", InvoiceRow, subscription_columns.invoice, linked=True, events=tuple(
         f"invoice.{verb}"
         for verb in ("created", "updated", "finalized", "paid", "payment_failed", "voided", "marked_uncollectible"))),
-    Spec("charge", ChargeRow, _with_status, linked=True, events=tuple(
+    Spec("charge", ChargeRow, subscription_columns.charge, linked=True, events=tuple(
         f"charge.{verb}" for verb in ("succeeded", "failed", "refunded", "updated"))),
+    Spec("entitlements.active_entitlement_summary", EntitlementRow, subscription_columns.entitlements, linked=True,
+         also=summary.add_entitlements, id_field="customer",
+         events=("entitlements.active_entitlement_summary.updated",)),
+    Spec("price", PriceRow, catalog_columns.price, events=("price.created", "price.updated", "price.deleted")),
+    Spec("product", ProductRow, catalog_columns.product,
+         events=("product.created", "product.updated", "product.deleted")),
     Spec("coupon", CouponRow, promotion_columns.coupon, events=("coupon.created", "coupon.updated", "coupon.deleted")),
     Spec("promotion_code", PromotionCodeRow, promotion_columns.promotion_code,
          events=("promotion_code.created", "promotion_code.updated")),
@@ -141,9 +146,11 @@ def _guard_code(tw: TransactWrite, row: Any, previous_code_key: str | None) -> N
         add_code_guard(tw, row, previous_code_key)
 
 
-def apply(ctx: Context, spec: Spec) -> str:
-    obj = ctx.object()
-    object_id = str(obj["id"])
+def apply(ctx: Context, spec: Spec, fetched: dict[str, Any] | None = None) -> str:
+    """Apply the event's object (or `fetched`, the processor's current object
+    the event points at) to its projection row."""
+    obj = fetched if fetched is not None else ctx.object(spec.id_field)
+    object_id = str(obj[spec.id_field])
 
     def attempt() -> str:
         current = obj
@@ -179,6 +186,8 @@ def apply(ctx: Context, spec: Spec) -> str:
             tw.save(row)  # a new row: on condition it still does not exist; else on its lock_version
             cleared = _clear_default(tw, row, was_attached)
             _guard_code(tw, row, previous_code_key)
+            if spec.also is not None:
+                spec.also(tw, row)
             ledger.append(tw, type_=ctx.type, subject_type=subject[0], subject_id=subject[1], actor=ctx.actor,
                           data={"stripe_event_id": ctx.id, "object_type": spec.object_type,
                                 "object_id": object_id, "changed_fields": changed,
@@ -188,6 +197,9 @@ def apply(ctx: Context, spec: Spec) -> str:
     return retry_on_conflict(attempt, subject=f"{spec.object_type} {object_id}")
 
 
+
+
+SPEC_BY_TYPE = {spec.object_type: spec for spec in SPECS}
 
 
 def handlers() -> dict[str, Handler]:

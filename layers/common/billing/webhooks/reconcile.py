@@ -39,7 +39,7 @@ from billing.core.observability import logger, metrics
 from billing.data.tables import WebhookEventRow
 from billing.metering.meter_errors import METER_ERROR_EVENT_TYPES, handle_meter_error_event
 from billing.processor.errors import ProcessorFailure
-from billing.webhooks import customers, objects, store, thin
+from billing.webhooks import checkout, customers, objects, store, thin
 from billing.webhooks.context import Context, Deferred, Handler, Malformed
 
 
@@ -54,6 +54,7 @@ def _meter_error(ctx: Context) -> str:
 def handlers() -> dict[str, Handler]:
     table: dict[str, Handler] = dict.fromkeys(customers.EVENT_TYPES, customers.apply)
     table.update(objects.handlers())
+    table.update(dict.fromkeys(checkout.EVENT_TYPES, checkout.apply))
     table.update(dict.fromkeys(METER_ERROR_EVENT_TYPES, _meter_error))
     return table
 

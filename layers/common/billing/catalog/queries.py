@@ -1,0 +1,82 @@
+"""The catalog as the API reads it: a price or a product by id, and prices
+listed by index (active, product, lookup_key; never a scan), for pricing
+pages."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from billing.core.errors import NotFound
+from billing.data import pagination
+from billing.data.billing_tables import PriceRow, ProductRow
+from billing.data.reads import find, whole
+from billing.data.tables import hash_key_name, key_names
+
+
+def price_to_api(row: PriceRow) -> dict[str, Any]:
+    return {
+        "id": row.pk, "processor_id": row.processor_id or row.pk, "product_id": row.product_id,
+        "active": bool(row.active), "currency": row.currency, "unit_amount": whole(row.unit_amount),
+        "type": row.type, "recurring_interval": row.recurring_interval,
+        "recurring_interval_count": whole(row.recurring_interval_count), "lookup_key": row.lookup_key,
+        "nickname": row.nickname, "metadata": row.metadata or {}, "data": row.data or {},
+        "lock_version": row.lock_version, "last_stripe_event_ts": whole(row.last_stripe_event_ts),
+        "last_stripe_event_id": row.last_stripe_event_id, "inserted_at": row.inserted_at,
+        "updated_at": row.updated_at, "deleted_at": row.deleted_at,
+    }
+
+
+def product_to_api(row: ProductRow) -> dict[str, Any]:
+    return {
+        "id": row.pk, "processor_id": row.processor_id or row.pk, "name": row.name, "description": row.description,
+        "active": bool(row.active), "default_price_id": row.default_price_id, "features": list(row.features or []),
+        "metadata": row.metadata or {}, "data": row.data or {}, "lock_version": row.lock_version,
+        "last_stripe_event_ts": whole(row.last_stripe_event_ts), "last_stripe_event_id": row.last_stripe_event_id,
+        "inserted_at": row.inserted_at, "updated_at": row.updated_at, "deleted_at": row.deleted_at,
+    }
+
+
+def get_price(price_id: str) -> dict[str, Any]:
+    row = find(PriceRow, price_id, consistent=False)
+    if row is None:
+        raise NotFound(f"price {price_id} not found")
+    return price_to_api(row)
+
+
+def get_product(product_id: str) -> dict[str, Any]:
+    row = find(ProductRow, product_id, consistent=False)
+    if row is None:
+        raise NotFound(f"product {product_id} not found")
+    return product_to_api(row)
+
+
+def product_name(product_id: str | None) -> str | None:
+    """The projected product's name (None if it is not projected yet)."""
+    row = find(ProductRow, product_id, consistent=False) if product_id else None
+    return row.name if row is not None else None
+
+
+def list_prices(*, active: bool | None, product: str | None, lookup_key: str | None, include_deleted: bool = False,
+                limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    """Newest first, from the index of the most selective filter; the other
+    filters narrow the page (a short page still carries the cursor on)."""
+    filters: dict[str, Any] = {"lookup_key": lookup_key, "product_id": product,
+                               "active_key": None if active is None else ("active" if active else "inactive")}
+    filters = {k: v for k, v in filters.items() if v is not None}
+    name, index = next(((n, i) for n, i in (("lookup_key", PriceRow.by_lookup_key), ("product_id", PriceRow.by_product),
+                                           ("active_key", PriceRow.by_active)) if n in filters),
+                       ("list_key", PriceRow.by_list))
+    hash_key = filters.get(name, "price")
+    condition: Any = None if include_deleted else PriceRow.deleted_at.does_not_exist()
+    for other, value in filters.items():
+        if other != name:
+            term = getattr(PriceRow, other) == value
+            condition = term if condition is None else condition & term
+    scope = "prices:" + json.dumps([name, hash_key, sorted(filters.items()), include_deleted])
+    start = pagination.decode(cursor, scope=scope, key_names=key_names(PriceRow, index),
+                              pinned={hash_key_name(index): hash_key})
+    found = index.query(hash_key, filter_condition=condition, limit=limit, page_size=limit,
+                        last_evaluated_key=start, scan_index_forward=False)
+    rows = list(found)
+    return [price_to_api(r) for r in rows], pagination.encode(found.last_evaluated_key, scope=scope)

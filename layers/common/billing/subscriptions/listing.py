@@ -1,0 +1,97 @@
+"""Subscriptions, invoices and charges as the API lists and reads them:
+each filter served by an index (customer, status, price, subscription),
+newest first, the other filters narrowing the page; never a scan."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pynamodb.indexes import GlobalSecondaryIndex
+
+from billing.core.errors import NotFound
+from billing.data import pagination
+from billing.data.reads import find, whole
+from billing.data.tables import ChargeRow, InvoiceRow, SubscriptionRow, hash_key_name, key_names
+
+Listed = SubscriptionRow | InvoiceRow | ChargeRow
+
+
+def _common(row: Listed) -> dict[str, Any]:
+    return {
+        "id": row.pk, "processor_id": row.pk, "customer_id": row.customer_id, "status": row.status,
+        "data": row.data or {}, "lock_version": row.lock_version,
+        "last_stripe_event_ts": whole(row.last_stripe_event_ts), "last_stripe_event_id": row.last_stripe_event_id,
+        "inserted_at": row.inserted_at, "updated_at": row.updated_at,
+    }
+
+
+def subscription_to_api(row: SubscriptionRow) -> dict[str, Any]:
+    return {**_common(row), "price_id": row.price_id, "product_id": row.product_id, "quantity": whole(row.quantity),
+            "current_period_end": whole(row.current_period_end),
+            "cancel_at_period_end": bool(row.cancel_at_period_end), "trial_end": whole(row.trial_end),
+            "pause_collection": row.pause_behavior}
+
+
+def invoice_to_api(row: InvoiceRow) -> dict[str, Any]:
+    return {**_common(row), "subscription_id": row.subscription_id, "billing_reason": row.billing_reason,
+            "currency": row.currency, "amount_due": whole(row.amount_due), "amount_paid": whole(row.amount_paid)}
+
+
+def charge_to_api(row: ChargeRow) -> dict[str, Any]:
+    return {**_common(row), "subscription_id": row.subscription_id, "invoice_id": row.invoice_id,
+            "currency": row.currency, "amount": whole(row.amount)}
+
+
+def get_subscription(subscription_id: str) -> dict[str, Any]:
+    row = find(SubscriptionRow, subscription_id)
+    if row is None:
+        raise NotFound(f"subscription {subscription_id} not found")
+    return subscription_to_api(row)
+
+
+def _page(model: type[Listed], choices: list[tuple[str, GlobalSecondaryIndex[Any]]], filters: dict[str, str | None],
+          *, list_key: str, limit: int, cursor: str | None) -> tuple[list[Any], str | None]:
+    given = {name: value for name, value in filters.items() if value is not None}
+    name, index = next(((n, i) for n, i in choices if n in given), ("list_key", model.by_list))
+    hash_key = given.get(name, list_key)
+    condition: Any = None
+    for other, value in sorted(given.items()):
+        if other != name:
+            term = getattr(model, other) == value
+            condition = term if condition is None else condition & term
+    scope = f"{list_key}s:" + json.dumps([name, hash_key, sorted(given.items())])
+    start = pagination.decode(cursor, scope=scope, key_names=key_names(model, index),
+                              pinned={hash_key_name(index): hash_key})
+    found = index.query(hash_key, filter_condition=condition, limit=limit, page_size=limit,
+                        last_evaluated_key=start, scan_index_forward=False)
+    rows = list(found)
+    return rows, pagination.encode(found.last_evaluated_key, scope=scope)
+
+
+def list_subscriptions(*, customer_id: str | None, status: str | None, price: str | None, limit: int,
+                       cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    rows, next_cursor = _page(SubscriptionRow, [("customer_id", SubscriptionRow.by_customer),
+                                                ("price_id", SubscriptionRow.by_price),
+                                                ("status", SubscriptionRow.by_status)],
+                              {"customer_id": customer_id, "price_id": price, "status": status},
+                              list_key="subscription", limit=limit, cursor=cursor)
+    return [subscription_to_api(r) for r in rows], next_cursor
+
+
+def list_invoices(*, customer_id: str | None, status: str | None, subscription: str | None, limit: int,
+                  cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    rows, next_cursor = _page(InvoiceRow, [("subscription_id", InvoiceRow.by_subscription),
+                                           ("customer_id", InvoiceRow.by_customer), ("status", InvoiceRow.by_status)],
+                              {"customer_id": customer_id, "subscription_id": subscription, "status": status},
+                              list_key="invoice", limit=limit, cursor=cursor)
+    return [invoice_to_api(r) for r in rows], next_cursor
+
+
+def list_charges(*, customer_id: str | None, subscription: str | None, limit: int, cursor: str | None
+                 ) -> tuple[list[dict[str, Any]], str | None]:
+    rows, next_cursor = _page(ChargeRow, [("subscription_id", ChargeRow.by_subscription),
+                                          ("customer_id", ChargeRow.by_customer)],
+                              {"customer_id": customer_id, "subscription_id": subscription},
+                              list_key="charge", limit=limit, cursor=cursor)
+    return [charge_to_api(r) for r in rows], next_cursor
