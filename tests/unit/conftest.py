@@ -22,6 +22,18 @@ from devstack.template import REGION, Stack
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(autouse=True)
+def no_metrics_carried_over() -> Iterator[None]:
+    """Domain code adds metrics that only a handler's decorator flushes:
+    called directly, they would pile up across tests until Powertools
+    flushes them on its own (at 100) outside any function's environment."""
+    from billing.core.observability import metrics
+
+    metrics.clear_metrics()
+    yield
+    metrics.clear_metrics()
+
+
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every table of template.yaml, empty, in moto's in-process mock, and

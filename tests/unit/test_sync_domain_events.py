@@ -7,6 +7,7 @@ events and against every ledger type the code can write."""
 from __future__ import annotations
 
 import ast
+import re
 import json
 from pathlib import Path
 from typing import Any
@@ -275,6 +276,12 @@ def _ledger_types_in_source() -> set[str]:
                         found.add("{kind}" + suffix)
             if name == "_change" and len(node.args) >= 3 and isinstance(node.args[2], ast.Constant):
                 found.add(str(node.args[2].value))
+            # Subscription actions: record(..., type_="subscription.created") and
+            # _change(row, operation, params, actor, "subscription.swapped", ...).
+            for value in [*node.args, *(kw.value for kw in node.keywords if kw.arg == "type_")]:
+                if name in ("record", "_change") and isinstance(value, ast.Constant) and isinstance(value.value, str) \
+                        and re.fullmatch(r"subscription\.[a-z_]+", value.value):
+                    found.add(value.value)
     templated = {t for t in found if t.startswith("{kind}")}
     assert templated and kinds, "the scan no longer finds the promotions' templated ledger types"
     return (found - templated) | {t.replace("{kind}", k) for t in templated for k in kinds}
