@@ -7,8 +7,8 @@ events and against every ledger type the code can write."""
 from __future__ import annotations
 
 import ast
-import re
 import json
+import re
 from pathlib import Path
 from typing import Any
 
