@@ -72,6 +72,7 @@ class FakeCore:
         self._sessions: dict[str, float] = {}  # authentication_token -> expires at (unix)
         self._v2_events: dict[str, JSONDict] = {}
         self._meters: dict[str, str] = {}  # event_name -> meter id
+        self._meter_adjustments: dict[str, JSONDict] = {}  # identifier -> {"canceled_at"} (meter_adjustments.py)
 
     # -- the machinery every call goes through -----------------------------------------
 
