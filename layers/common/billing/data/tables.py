@@ -19,7 +19,7 @@ from pynamodb.attributes import (
     VersionAttribute,
 )
 from pynamodb.connection import Connection
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection, Projection
 from pynamodb.models import Model
 
 from billing.core.settings import (
@@ -79,10 +79,11 @@ class _Meta:
     max_retry_attempts = 3
 
 
-def _index(name: str, hash_key: str, range_key: str | None = None) -> GlobalSecondaryIndex[Any]:
+def _index(name: str, hash_key: str, range_key: str | None = None, *,
+           projection: Projection | None = None) -> GlobalSecondaryIndex[Any]:
     """A GSI declared as template.yaml declares it (PynamoDB queries only what it knows)."""
     attrs: dict[str, Any] = {
-        "Meta": type("Meta", (), {"index_name": name, "projection": AllProjection()}),
+        "Meta": type("Meta", (), {"index_name": name, "projection": projection or AllProjection()}),
         hash_key: UnicodeAttribute(hash_key=True),
     }
     if range_key:
@@ -253,23 +254,33 @@ class LedgerRow(Model):
 
 class MeterEventRow(Model):
     """One accepted usage event: the outbox row the stream delivers and the
-    audit record of its own transitions (pending -> reported | failed).
+    audit record of its own transitions (pending -> reported | failed |
+    canceled, each stamped on the row: no ledger row is written for usage).
 
     The key is the caller's identifier, so the row's own put (with
     attribute_not_exists) is the identifier's uniqueness guard. Transitions
     are conditional on `stripe_status` (a transition is valid from a state,
     whatever else changed); `lock_version` is bumped by every write so a
     reader can still tell two versions of a row apart.
+
+    Write budget (DESIGN.md section 7): the row stays under 1 KB (one write
+    unit a write) and the happy path, accept then report, makes one index
+    entry in all: `by_accepted` (its keys and projected attributes never
+    change afterwards), while `by_status` only holds rows off the happy path.
     """
 
     class Meta(_Meta):
         table_name = _table(METER_EVENTS_TABLE)
 
-    # Sparse: only pending and failed rows carry status_key ("<status>#<shard>").
-    by_status = _index("by_status", "status_key", "updated_at")
-    # Only reported rows carry reported_key ("reported#<shard>").
-    by_reported = _index("by_reported", "reported_key", "reported_at")
-    by_customer = _index("by_customer", "customer_id", "occurred_sort")
+    # Every row, once, when it is accepted: lane ("00".."15", from the
+    # identifier, so one customer's burst spreads over every lane) and
+    # acceptance time. Projects what the lists filter on, nothing that changes.
+    by_accepted = _index("by_accepted", "lane", "inserted_at",
+                         projection=IncludeProjection(["customer_id", "event_name"]))
+    # Sparse: only failed rows and the pending rows that left the happy path
+    # (retried, or found pending by the sweeper) carry status_key ("failed#3").
+    by_status = _index("by_status", "status_key", "updated_at",
+                       projection=IncludeProjection(["customer_id", "event_name"]))
 
     pk = UnicodeAttribute(hash_key=True)  # the identifier
     id = UnicodeAttribute()
@@ -279,13 +290,14 @@ class MeterEventRow(Model):
     value = NumberAttribute()
     occurred_ts = NumberAttribute()  # unix seconds, what Stripe receives
     occurred_at = UnicodeAttribute()
-    occurred_sort = UnicodeAttribute()  # "<occurred_at>#<identifier>": unique per customer
     operation_id = UnicodeAttribute(null=True)
     request_digest = UnicodeAttribute()  # what a replay of the same PUT must match
     stripe_status = UnicodeAttribute()
+    lane = UnicodeAttribute(null=True)
     status_key = UnicodeAttribute(null=True)
-    reported_key = UnicodeAttribute(null=True)
     reported_at = UnicodeAttribute(null=True)
+    failed_at = UnicodeAttribute(null=True)
+    canceled_at = UnicodeAttribute(null=True)
     stripe_error = JSONAttribute(null=True)
     attempts = NumberAttribute(default=0)
     sweeps = NumberAttribute(default=0)
@@ -295,6 +307,20 @@ class MeterEventRow(Model):
     inserted_at = UnicodeAttribute()
     updated_at = UnicodeAttribute()
     lock_version = NumberAttribute(default=1)
+
+
+class UsageSweepRow(Model):
+    """The sweeper's position in one lane of `by_accepted` (pk `#sweep#<lane>`,
+    a key no identifier can take): every row accepted in that lane before
+    `position` has been looked at, and was either no longer pending or was
+    flagged into `by_status`. Carries none of the rows' index keys."""
+
+    class Meta(_Meta):
+        table_name = _table(METER_EVENTS_TABLE)
+
+    pk = UnicodeAttribute(hash_key=True)
+    position = UnicodeAttribute()  # an inserted_at: everything before it is settled or flagged
+    updated_at = UnicodeAttribute()
 
 
 # -- webhooks: the inbox and the coupon / promotion code projections ------------------
