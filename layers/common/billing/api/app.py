@@ -8,7 +8,7 @@ from http import HTTPStatus
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 
 from billing.api import errors, openapi
-from billing.api.routes import customers, health, promotions, usage, webhook_events
+from billing.api.routes import customers, health, promotions, usage, usage_batch, usage_summary, webhook_events
 
 # Every route returns Response[Model]: Powertools validates the body against the
 # model and serialises it through it. A body the model refuses is our bug, so
@@ -19,6 +19,8 @@ errors.register(app)
 app.include_router(health.router)
 app.include_router(customers.router)
 app.include_router(usage.router)
+app.include_router(usage_batch.router)
+app.include_router(usage_summary.router)
 app.include_router(webhook_events.router)
 app.include_router(promotions.router)
 
