@@ -96,7 +96,7 @@ class FlakyProxy:
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_PUT = _handle
+            do_GET = do_PUT = do_POST = _handle
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
