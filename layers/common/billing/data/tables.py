@@ -319,7 +319,11 @@ class UsageSweepRow(Model):
         table_name = _table(METER_EVENTS_TABLE)
 
     pk = UnicodeAttribute(hash_key=True)
-    position = UnicodeAttribute()  # an inserted_at: everything before it is settled or flagged
+    # Where the next sweep reads on from: after the row (position, position_pk)
+    # of by_accepted, or, without position_pk, after every row accepted at or
+    # before `position`.
+    position = UnicodeAttribute()  # an inserted_at
+    position_pk = UnicodeAttribute(null=True)
     updated_at = UnicodeAttribute()
 
 

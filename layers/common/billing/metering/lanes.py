@@ -67,7 +67,8 @@ class _Lane:
 
 def _fetch(lane: _Lane, floor: str | None, filters: Condition | None) -> int:
     """One page of the lane into its buffer; returns the entries DynamoDB read."""
-    condition = MeterEventRow.inserted_at > floor if floor else None
+    # Inclusive: rows accepted in the floor's own millisecond may not have been swept.
+    condition = MeterEventRow.inserted_at >= floor if floor else None
     start = None
     if isinstance(lane.fetched_to, list):
         start = {"pk": {"S": lane.fetched_to[1]}, "lane": {"S": lane.name}, "inserted_at": {"S": lane.fetched_to[0]}}

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Final
@@ -44,15 +43,18 @@ INDEX_LAG_SECONDS: Final = 10.0
 BATCH_GET: Final = 100
 
 
+Position = tuple[str, str | None]  # (inserted_at, identifier or None): see UsageSweepRow
+
+
 def position_key(lane_: str) -> str:
     return f"#sweep#{lane_}"
 
 
-def positions() -> dict[str, str]:
-    """Each lane's position ("" before the first sweep)."""
+def positions() -> dict[str, Position]:
+    """Each lane's position (("", None) before the first sweep)."""
     keys = [position_key(n) for n in all_lanes()]
-    found = {row.pk: row.position for row in UsageSweepRow.batch_get(keys)}
-    return {n: found.get(position_key(n), "") for n in all_lanes()}
+    found = {row.pk: (row.position, row.position_pk) for row in UsageSweepRow.batch_get(keys)}
+    return {n: found.get(position_key(n), ("", None)) for n in all_lanes()}
 
 
 def _iso_ago(seconds: float) -> str:
@@ -87,17 +89,26 @@ def _statuses(keys: list[str]) -> dict[str, MeterEventRow]:
     return rows
 
 
-def _lane_rows(lane_: str, after: str, before: str, limit: int) -> Iterator[MeterEventRow]:
-    condition = MeterEventRow.inserted_at.between(after, before) if after else MeterEventRow.inserted_at < before
-    for row in MeterEventRow.by_accepted.query(lane_, condition, scan_index_forward=True, limit=limit,
-                                               page_size=min(limit, 1000)):
-        if row.inserted_at != after:  # BETWEEN is inclusive; the position itself was read
-            yield row
+def _lane_rows(lane_: str, after: Position, before: str, limit: int) -> list[MeterEventRow]:
+    """Up to `limit` rows of the lane after the position, accepted at or before `before`, oldest first."""
+    at, pk = after
+    if pk:  # right after one row: rows accepted in the same millisecond may follow it
+        start = {"pk": {"S": pk}, "lane": {"S": lane_}, "inserted_at": {"S": at}}
+        found = MeterEventRow.by_accepted.query(lane_, MeterEventRow.inserted_at <= before, scan_index_forward=True,
+                                                limit=limit, page_size=min(limit, 1000), last_evaluated_key=start)
+        return list(found)
+    # Strictly after `at`: acceptance times all have one length
+    # (2026-01-01T00:00:00.000Z), so every later one sorts after `at` with
+    # anything appended, and `at` itself before it.
+    condition = MeterEventRow.inserted_at.between(at + "~", before) if at else MeterEventRow.inserted_at <= before
+    found = MeterEventRow.by_accepted.query(lane_, condition, scan_index_forward=True, limit=limit,
+                                            page_size=min(limit, 1000))
+    return list(found)
 
 
-def _sweep_lane(lane_: str, after: str, cutoff: str, settle: str) -> tuple[int, int, str]:
-    """(read, flagged, new position) for one lane: rows accepted after `after` and before `cutoff`."""
-    rows = list(_lane_rows(lane_, after, cutoff, SCAN_ROWS_PER_LANE + 1))
+def _sweep_lane(lane_: str, after: Position, cutoff: str, settle: str) -> tuple[int, int, Position]:
+    """(read, flagged, new position) for one lane: rows accepted after `after`, up to `cutoff`."""
+    rows = _lane_rows(lane_, after, cutoff, SCAN_ROWS_PER_LANE + 1)
     complete = len(rows) <= SCAN_ROWS_PER_LANE
     rows = rows[:SCAN_ROWS_PER_LANE]
     current = _statuses([r.pk for r in rows])
@@ -107,14 +118,19 @@ def _sweep_lane(lane_: str, after: str, cutoff: str, settle: str) -> tuple[int, 
         if found is not None and found.stripe_status == PENDING and not found.status_key and _touch(found, flag=True):
             flagged += 1
     if complete:
-        position = min(cutoff, settle)
-    else:
-        # Stop before the last acceptance time read: rows sharing it may be
-        # beyond the budget, and the position must not pass any of them.
-        last = rows[-1].inserted_at if rows else after
-        earlier = [r.inserted_at for r in rows if r.inserted_at < last]
-        position = min(max(earlier, default=after), settle)
-    return len(rows), flagged, max(position, after)
+        # Every row up to the cutoff was read, but an index entry may show up
+        # a moment after its row: settle at most INDEX_LAG_SECONDS ago.
+        return len(rows), flagged, max((min(cutoff, settle), None), after, key=_order)
+    last = rows[-1]
+    if last.inserted_at > settle:
+        return len(rows), flagged, max((settle, None), after, key=_order)
+    return len(rows), flagged, (last.inserted_at, last.pk)
+
+
+def _order(position: Position) -> tuple[str, int, str]:
+    # (t, None) is past every row accepted at t; (t, pk) only past that one.
+    at, pk = position
+    return (at, 1 if pk is None else 0, pk or "")
 
 
 def _sweep_flagged(cutoff: str, max_rows: int) -> tuple[int, int]:
@@ -146,8 +162,9 @@ def sweep(*, min_age_seconds: float, max_rows: int) -> dict[str, int]:
     for lane_, (count, newly, position) in results.items():
         read += count
         flagged += newly
-        if position > start[lane_]:
-            UsageSweepRow(pk=position_key(lane_), position=position, updated_at=at).save()
+        if position != start[lane_]:
+            UsageSweepRow(pk=position_key(lane_), position=position[0], position_pk=position[1],
+                          updated_at=at).save()
     if touched or flagged:
         logger.info("pending usage re-driven", extra={"touched": touched, "flagged": flagged, "read": read})
     return {"scanned": scanned + read, "touched": touched + flagged}
@@ -163,6 +180,7 @@ def sweep_from_env() -> dict[str, int]:
 
 
 def fresh_since() -> dict[str, str]:
-    """Per lane, where rows that may be pending without a flag begin (the lists read from there)."""
-    return positions()
+    """Per lane, the acceptance time from which rows may be pending without a
+    flag (the pending list and the summary read from there, inclusive)."""
+    return {lane_: at for lane_, (at, _) in positions().items()}
 
