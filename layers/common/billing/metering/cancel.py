@@ -74,6 +74,7 @@ def cancel(identifier: str, actor: Actor) -> dict[str, Any]:
                 raise_for_processor(failure)
         if row.stripe_status not in (PENDING, FAILED, REPORTED):
             raise Conflict(f"usage {identifier} is {row.stripe_status}", {"stripe_status": row.stripe_status})
+        previous = row.stripe_status
         try:
             row.update(actions=canceled_actions(clock.iso()),
                        condition=(MeterEventRow.stripe_status == row.stripe_status)
@@ -85,7 +86,7 @@ def cancel(identifier: str, actor: Actor) -> dict[str, Any]:
             raise
         metrics.add_metric(name="UsageCanceled", unit=MetricUnit.Count, value=1)
         logger.info("usage canceled", extra={"identifier": identifier, "customer_id": row.customer_id,
-                                             "previous_status": row.stripe_status, "actor": actor.type})
+                                             "previous_status": previous, "actor": actor.type})
         return to_api(row)
 
     return retry_on_conflict(attempt, subject=f"usage {identifier}")

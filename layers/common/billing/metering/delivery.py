@@ -143,24 +143,31 @@ class DeliveryDeferred(Exception):
 # -- retries -------------------------------------------------------------------------------
 
 
+def _may_have_landed(failure: ProcessorFailure) -> bool:
+    """A failed call Stripe may still have carried out: no answer at all
+    (network, timeout, an answer lost) or a 5xx. A 429, a lock timeout or an
+    expired session was refused before anything happened."""
+    return failure.status is None or failure.status >= 500
+
+
 def _attempt(call: Callable[[], object], settings: DeliveryPolicy, deadline: float,
              context: dict[str, Any], still_due: Callable[[], bool]) -> Outcome:
     """Call until it succeeds, fails permanently, or the tries (or time) run
     out; before each call, `still_due()` says whether the rows are still to
     be sent (a row canceled meanwhile is not)."""
     failure: ProcessorFailure | None = None
-    sent = False
+    sent = False  # whether Stripe may hold the event already
     for attempt in range(settings.tries):
         if not still_due():
             return Outcome(SKIPPED, attempted=False, sent=sent)
         try:
-            sent = True
             call()
             return OK
         except ProcessorFailure as exc:
             if not exc.transient:
-                return Outcome(FAILED, outbox.safe_error(exc.type, exc.code, exc.message), sent=True)
+                return Outcome(FAILED, outbox.safe_error(exc.type, exc.code, exc.message))
             failure = exc
+            sent = sent or _may_have_landed(exc)
         if attempt + 1 >= settings.tries:
             break
         # Full jitter: calls that failed together do not come back together.
