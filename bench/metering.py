@@ -5,7 +5,9 @@ For each delivery mode (v1, v2), on a fresh local stack on DynamoDB Local:
    20 customers, accepted one PUT each (and, where the API has it, again
    through POST /v1/usage/batch, 100 a request);
 2. the poller resumed, until every event is reported;
-3. one customer's burst (BURST events, the batch route where there is one),
+3. one run of the sweeper (every row it has not looked at yet, min age 0):
+   what finding the rows left pending costs, per event;
+4. one customer's burst (BURST events, the batch route where there is one),
    accepted and reported, with the writes each partition key took.
 
 Per accepted and per reported event it prints the write and read capacity
@@ -55,6 +57,7 @@ BURST_RATE = 2000
 KEY_LIMIT = 1000
 STRIPE_METER_OPERATIONS = frozenset({"create_meter_event", "create_meter_event_session", "send_meter_events"})
 REPORTER_STREAM = "MeterReporterFunction.Stream"
+SWEEPER_SCHEDULE = "MeterSweeperFunction.Sweep"
 API, REPORTER = "ApiFunction", "MeterReporterFunction"
 
 
@@ -217,7 +220,8 @@ def stack_on(endpoint: str, mode: str) -> Iterator[tuple[LocalStack, CountingPro
     log = Path(tempfile.mkdtemp(prefix="bench-metering-")) / "functions.log"
     stack = LocalStack(Settings(port=0, meter_api=mode, concurrency=4, dynamodb_endpoint=proxy.url,
                                 stack_name=f"bench-metering-{mode}", function_log=log,
-                                extra_env={"POWERTOOLS_LOG_LEVEL": "WARNING"})).start()
+                                # The sweeper looks at every row it has not seen yet, however young.
+                                extra_env={"POWERTOOLS_LOG_LEVEL": "WARNING", "SWEEP_MIN_AGE_SECONDS": "0"})).start()
     try:
         yield stack, proxy
     finally:
@@ -226,7 +230,7 @@ def stack_on(endpoint: str, mode: str) -> Iterator[tuple[LocalStack, CountingPro
 
 
 def _phases(stack: LocalStack, meter: Meter, base: str, prefix: str, ingest: Callable[[], tuple[int, int]]
-            ) -> tuple[Phase, Phase, bool]:
+            ) -> tuple[Phase, Phase, Phase, bool]:
     assert stack.streams is not None
     poller = stack.streams.poller(REPORTER_STREAM)
     poller.stop()  # accept first, deliver after: each phase's consumption is its own
@@ -239,7 +243,14 @@ def _phases(stack: LocalStack, meter: Meter, base: str, prefix: str, ingest: Cal
         return accepted.events, 0
 
     reported = meter.measure(deliver)
-    return accepted, reported, wait_reported(stack, base)
+    drained = wait_reported(stack, base)
+
+    def sweep() -> tuple[int, int]:
+        assert stack.schedules is not None
+        stack.schedules.trigger(SWEEPER_SCHEDULE)
+        return accepted.events, 0
+
+    return accepted, reported, meter.measure(sweep), drained
 
 
 def _where(table: str, index: str, stack_name: str) -> str:
@@ -247,7 +258,7 @@ def _where(table: str, index: str, stack_name: str) -> str:
     return f"{name}.{index}" if index else name
 
 
-def cost_rows(name: str, stack: LocalStack, accepted: Phase, reported: Phase, drained: bool
+def cost_rows(name: str, stack: LocalStack, accepted: Phase, reported: Phase, swept: Phase, drained: bool
               ) -> list[dict[str, Any]]:
     n_in, n_out = max(accepted.events, 1), max(accepted.events, 1)
     rows: list[dict[str, Any]] = [
@@ -281,6 +292,10 @@ def cost_rows(name: str, stack: LocalStack, accepted: Phase, reported: Phase, dr
             rows.append({"benchmark": name, "metric": f"refused conditional writes while {label}",
                          "value": phase.refused_writes, "unit": "requests (1 WCU each, not in ConsumedCapacity)"})
     rows += [
+        {"benchmark": name, "metric": "sweeper: read units per event it looked at",
+         "value": round(swept.reads / n_in, 3), "unit": "RCU (ConsumedCapacity)"},
+        {"benchmark": name, "metric": "sweeper: write units per event it looked at",
+         "value": round(swept.writes / n_in, 3), "unit": "WCU (none pending: expect 0 but its positions)"},
         {"benchmark": name, "metric": "API requests per event", "value": round(accepted.api_requests / n_in, 4),
          "unit": "requests"},
         {"benchmark": name, "metric": "Stripe requests per reported event",
@@ -288,7 +303,8 @@ def cost_rows(name: str, stack: LocalStack, accepted: Phase, reported: Phase, dr
     ]
     per_event = costs.PerEvent(
         write_units=accepted.writes / n_in + reported.writes / n_out,
-        read_units=accepted.reads / n_in + reported.reads / n_out,
+        # The sweeper looks at each row once: its reads are the event's too.
+        read_units=accepted.reads / n_in + reported.reads / n_out + swept.reads / n_in,
         api_requests=accepted.api_requests / n_in,
         lambda_invocations=sum(accepted.invocations.values()) / n_in + sum(reported.invocations.values()) / n_out,
         lambda_gb_seconds=accepted.gb_seconds / n_in + reported.gb_seconds / n_out)
@@ -343,9 +359,9 @@ def _run_mode(mode: str, endpoint: str) -> list[dict[str, Any]]:
             ways.append(("batch", post_batches))
         for label, ingest in ways:
             run_id = uuid.uuid4().hex[:8]
-            accepted, reported, drained = _phases(stack, meter, base, run_id,
-                                                  partial(ingest, base, customer_ids, run_id, EVENTS))
-            rows += cost_rows(f"metering {mode} {label}", stack, accepted, reported, drained)
+            accepted, reported, swept, drained = _phases(stack, meter, base, run_id,
+                                                         partial(ingest, base, customer_ids, run_id, EVENTS))
+            rows += cost_rows(f"metering {mode} {label}", stack, accepted, reported, swept, drained)
         assert stack.fake_stripe is not None
         rows.append({"benchmark": f"metering {mode}", "metric": "events Stripe received twice (deduplicated)",
                      "value": sum(stack.fake_stripe.fake.meter_event_duplicates.values()), "unit": "events"})
