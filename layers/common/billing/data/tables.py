@@ -263,22 +263,17 @@ class MeterEventRow(Model):
     whatever else changed); `lock_version` is bumped by every write so a
     reader can still tell two versions of a row apart.
 
-    Write budget (DESIGN.md section 7): the row stays under 1 KB (one write
-    unit a write) and the happy path, accept then report, makes one index
-    entry in all: `by_accepted` (its keys and projected attributes never
-    change afterwards), while `by_status` only holds rows off the happy path.
+    Write budget (DESIGN.md section 7): the row stays under 1 KB and the
+    happy path makes one index entry in all (billing.metering.outbox).
     """
 
     class Meta(_Meta):
         table_name = _table(METER_EVENTS_TABLE)
 
-    # Every row, once, when it is accepted: lane ("00".."15", from the
-    # identifier, so one customer's burst spreads over every lane) and
-    # acceptance time. Projects what the lists filter on, nothing that changes.
+    # Every row, once: its lane (from the identifier) and acceptance time.
     by_accepted = _index("by_accepted", "lane", "inserted_at",
                          projection=IncludeProjection(["customer_id", "event_name"]))
-    # Sparse: only failed rows and the pending rows that left the happy path
-    # (retried, or found pending by the sweeper) carry status_key ("failed#3").
+    # Sparse: failed rows, and pending ones off the happy path ("failed#3").
     by_status = _index("by_status", "status_key", "updated_at",
                        projection=IncludeProjection(["customer_id", "event_name"]))
 
@@ -311,9 +306,7 @@ class MeterEventRow(Model):
 
 class UsageSweepRow(Model):
     """The sweeper's position in one lane of `by_accepted` (pk `#sweep#<lane>`,
-    a key no identifier can take): every row accepted in that lane before
-    `position` has been looked at, and was either no longer pending or was
-    flagged into `by_status`. Carries none of the rows' index keys."""
+    which no identifier can be; in none of the rows' indexes)."""
 
     class Meta(_Meta):
         table_name = _table(METER_EVENTS_TABLE)
