@@ -45,6 +45,9 @@ ERRORS: dict[str, tuple[int, str, str]] = {
     # DynamoDB cancels this one, naming TransactionConflict for the first item.
     "TransactionConflict": (400, "TransactionCanceledException",
                             "Transaction cancelled, please refer cancellation reasons for specific reasons"),
+    # A conditional single-item write refused, as when another writer changed
+    # the item between the caller's read and its write.
+    "ConditionalCheckFailedException": (400, "ConditionalCheckFailedException", "The conditional request failed"),
 }
 FAULTS_PATH = "/_devstack/faults"
 

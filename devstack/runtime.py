@@ -114,9 +114,11 @@ def _worker_init(code_dir: str, layer_dirs: list[str], handler: str, env: dict[s
         _init_error = f"{type(exc).__name__}: {exc}"
 
 
-def _worker_invoke(event: Any, timeout_s: int) -> tuple[str, Any]:
+def _worker_invoke(event: Any, timeout_s: int) -> tuple[str, Any, float]:
+    """(status, payload, seconds the handler ran): the time Lambda would bill,
+    not the time the invocation waited for a free worker."""
     if _init_error is not None:
-        return "error", {"errorType": "Runtime.ImportModuleError", "errorMessage": _init_error, "stackTrace": ""}
+        return "error", {"errorType": "Runtime.ImportModuleError", "errorMessage": _init_error, "stackTrace": ""}, 0.0
     context = LambdaContext(
         function_name=_name,
         memory_limit_in_mb=_memory,
@@ -124,14 +126,15 @@ def _worker_invoke(event: Any, timeout_s: int) -> tuple[str, Any]:
         aws_request_id=str(uuid.uuid4()),
         deadline_ms=time.time() * 1000 + timeout_s * 1000,
     )
+    started = time.monotonic()
     try:
-        return "ok", _handler(event, context)
+        return "ok", _handler(event, context), time.monotonic() - started
     except Exception as exc:  # noqa: BLE001 - every handler failure is a function error
         return "error", {
             "errorType": type(exc).__name__,
             "errorMessage": str(exc),
             "stackTrace": traceback.format_exc(),
-        }
+        }, time.monotonic() - started
 
 
 def _worker_ping() -> str | None:
@@ -169,6 +172,8 @@ class FunctionRuntime:
         self._pool: ProcessPoolExecutor | None = None
         self.invocations = 0
         self.worker_exits = 0  # invocations whose process died (Runtime.ExitError)
+        # Seconds the handler ran, summed (the benchmarks' GB-second estimate).
+        self.busy_seconds = 0.0
 
     def _executor(self) -> ProcessPoolExecutor:
         with self._lock:
@@ -209,8 +214,8 @@ class FunctionRuntime:
         self.invocations += 1
         pool = self._executor()
         try:
-            future: Future[tuple[str, Any]] = pool.submit(_worker_invoke, event, self.spec.timeout)
-            status, payload = future.result(timeout=self.spec.timeout + 5)
+            future: Future[tuple[str, Any, float]] = pool.submit(_worker_invoke, event, self.spec.timeout)
+            status, payload, seconds = future.result(timeout=self.spec.timeout + 5)
         except FutureTimeout:
             # A worker stuck past its timeout cannot be reclaimed from a pool:
             # replace the pool, as Lambda replaces a timed-out environment.
@@ -220,6 +225,7 @@ class FunctionRuntime:
             self.worker_exits += 1
             self._reset(pool)
             raise FunctionError("Runtime.ExitError", "the function's process exited during the invocation") from None
+        self.busy_seconds += seconds
         if status == "error":
             raise FunctionError(payload["errorType"], payload["errorMessage"], payload["stackTrace"])
         return payload

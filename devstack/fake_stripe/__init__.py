@@ -9,7 +9,7 @@ client of it (remote.py) in each worker with billing.processor.set_processor
 - processor.py: FakeProcessor, the controls tests and the stack use (faults,
   seeding, snapshot) over core.py (state, one lock, the path every call
   takes) and one mixin per resource: customers.py, payment_methods.py,
-  meters.py, promotions.py.
+  meters.py, meter_adjustments.py (cancels and summaries), promotions.py.
 - cards.py (Stripe's test payment methods), faults.py (scripted faults,
   ProcessCrash), idempotency.py (Stripe's idempotency keys), shapes.py and
   countries.py (Stripe's object shapes, ISO 3166 codes).

@@ -165,7 +165,8 @@ class FakeStripe:
     def _meter_events(self, request: LocalRequest, params: dict[str, str]) -> tuple[int, Any]:
         snap = self.fake.snapshot()
         return 200, {"data": snap["meter_events"], "duplicates": snap["meter_event_duplicates"],
-                     "count": snap["meter_event_count"], "duplicate_count": snap["duplicate_count"]}
+                     "count": snap["meter_event_count"], "duplicate_count": snap["duplicate_count"],
+                     "canceled_count": snap["canceled_meter_event_count"]}
 
     def _calls(self, request: LocalRequest, params: dict[str, str]) -> tuple[int, Any]:
         return 200, {"data": self.fake.calls}

@@ -79,6 +79,7 @@ class FakeCore:
         self._request: JSONDict | None = None
         # How far the test clock (test_clock.py) moved billing time past the wall clock.
         self._billing_offset = 0.0
+        self._meter_adjustments: dict[str, JSONDict] = {}  # identifier -> {"canceled_at"} (meter_adjustments.py)
 
     # -- the machinery every call goes through -----------------------------------------
 

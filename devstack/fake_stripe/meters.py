@@ -221,6 +221,10 @@ class MetersMixin(FakeCore):
             timestamp=ts,
         )
         self._meter_events[identifier] = {"api": api, "event": event}
+        # Stripe takes events only for a meter it has: the Fake has one for
+        # every event name it received, as if it had been configured.
+        if event_name not in self._meters:
+            self._meters[event_name] = self._next_id("mtr_fake")
         return event
 
     def _meter_event_list(self) -> list[JSONDict]:
@@ -232,6 +236,8 @@ class MetersMixin(FakeCore):
                 "timestamp": record["event"]["timestamp"],
                 "api": record["api"],
                 "received": 1 + self._meter_duplicates.get(identifier, 0),
+                # Canceled by a meter event adjustment: received, no longer billed.
+                "canceled": identifier in self._meter_adjustments,
             }
             for identifier, record in self._meter_events.items()
         ]

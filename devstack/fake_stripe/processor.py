@@ -31,13 +31,15 @@ from devstack.fake_stripe.cards import TEST_CARDS
 from devstack.fake_stripe.customers import CustomersMixin
 from devstack.fake_stripe.events import changed
 from devstack.fake_stripe.invoices import CHARGE_FAILS
+from devstack.fake_stripe.meter_adjustments import MeterAdjustmentsMixin
 from devstack.fake_stripe.meters import MetersMixin
 from devstack.fake_stripe.payment_methods import PaymentMethodsMixin
 from devstack.fake_stripe.promotions import PromotionsMixin
 from devstack.fake_stripe.sessions import SessionsMixin
 
 
-class FakeProcessor(CustomersMixin, PaymentMethodsMixin, MetersMixin, PromotionsMixin, SessionsMixin):
+class FakeProcessor(CustomersMixin, PaymentMethodsMixin, MetersMixin, MeterAdjustmentsMixin, PromotionsMixin,
+                    SessionsMixin):
     """In-memory Stripe. Thread-safe; every result is a deep copy."""
 
     name = "fake"
@@ -114,6 +116,7 @@ class FakeProcessor(CustomersMixin, PaymentMethodsMixin, MetersMixin, Promotions
                 "meter_events": self._meter_event_list(),
                 "meter_event_duplicates": dict(self._meter_duplicates),
                 "meter_event_count": len(self._meter_events),
+                "canceled_meter_event_count": len(self._meter_adjustments),
                 "duplicate_count": sum(self._meter_duplicates.values()),
                 "customers": len(self._customers),
                 "deleted_customers": len(self._deleted_customers),

@@ -161,6 +161,16 @@ class RemoteFakeProcessor:
     def retrieve_v2_event(self, event_id: str) -> JSONDict:
         return self._dict("retrieve_v2_event", event_id)
 
+    def cancel_meter_event(self, *, event_name: str, identifier: str, idempotency_key: str) -> JSONDict:
+        return self._dict("cancel_meter_event", event_name=event_name, identifier=identifier,
+                          idempotency_key=idempotency_key)
+
+    def meter_event_summaries(
+        self, *, event_name: str, customer_id: str, start_time: int, end_time: int
+    ) -> JSONDict:
+        return self._dict("meter_event_summaries", event_name=event_name, customer_id=customer_id,
+                          start_time=start_time, end_time=end_time)
+
     def retrieve_object(self, object_type: str, object_id: str) -> JSONDict:
         check_object_type(object_type)  # the same ValueError as the other implementations
         return self._dict("retrieve_object", object_type, object_id)

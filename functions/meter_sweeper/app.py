@@ -7,7 +7,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billing.core.observability import logger, metrics, tracer
 from billing.core.settings import MeterSweeperSettings, load
-from billing.metering.lifecycle import sweep_from_env
+from billing.metering.sweeper import sweep_from_env
 
 # Every variable the function reads, checked now: a deployment missing one fails
 # its cold start with one line naming it.

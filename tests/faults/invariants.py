@@ -2,13 +2,16 @@
 "nothing lost or double-billed under duplicated, reordered and failing
 deliveries"), written once so each scenario checks them the same way:
 
-- usage: accepted = reported + failed, nothing pending after the drain;
+- usage: accepted = reported + failed + canceled, nothing pending after the
+  drain;
 - billing: no identifier billed twice (the Fake's billed list holds each at
   most once) and every reported row billed, with the value it was accepted
   with (a resend the Fake counted as a duplicate is fine: Stripe deduplicates
-  it by identifier, which is the point of sending one);
-- ledger: one row per change (one `usage.accepted` per identifier, one row per
-  applied webhook event, none for a stale or duplicate delivery);
+  it by identifier, which is the point of sending one); a canceled row is
+  not billed (never received, or canceled there by a meter event
+  adjustment), and one canceled while pending never reaches Stripe at all;
+- ledger: the usage row is its own record (no ledger row per usage event);
+  one row per applied webhook event, none for a stale or duplicate delivery;
 - projections: none behind its newest event (the watermark is the newest
   `created` delivered for it, and the state is the newest state).
 
@@ -71,28 +74,38 @@ def check_ledger(api: Client, customer_id: str, changes: Mapping[str, int]) -> N
 
 
 def check_usage(stack: LocalStack, api: Client, accepted: Mapping[str, int], *,
-                failed: Collection[str] = (), timeout: float = 90.0) -> dict[str, dict[str, Any]]:
+                failed: Collection[str] = (), canceled: Collection[str] = (), never_sent: Collection[str] = (),
+                timeout: float = 90.0) -> dict[str, dict[str, Any]]:
     """`accepted`: identifier -> the value it was accepted with. `failed`: the
-    identifiers expected to end failed (a permanent Stripe rejection). Returns the rows."""
+    identifiers expected to end failed (a permanent Stripe rejection);
+    `canceled`: those expected canceled, of which `never_sent` were canceled
+    while pending and must never have reached Stripe. Returns the rows."""
     identifiers = list(accepted)
     rows = usage_helpers.settle(stack, api, identifiers, timeout=timeout)
     statuses = Counter(r["stripe_status"] for r in rows.values())
-    # accepted = reported + failed, and nothing pending after the drain.
+    # accepted = reported + failed + canceled, and nothing pending after the drain.
     assert statuses["pending"] == 0, statuses
-    assert statuses["reported"] + statuses["failed"] == len(identifiers), statuses
+    assert statuses["reported"] + statuses["failed"] + statuses["canceled"] == len(identifiers), statuses
     assert {i for i, r in rows.items() if r["stripe_status"] == "failed"} == set(failed)
+    assert {i for i, r in rows.items() if r["stripe_status"] == "canceled"} == set(canceled)
+    assert set(never_sent) <= set(canceled)
     reported = {i for i, r in rows.items() if r["stripe_status"] == "reported"}
     for identifier, row in rows.items():
         assert row["value"] == accepted[identifier]
         if identifier in reported:
             assert row["reported_at"] is not None and row["attempts"] >= 1 and row["stripe_error"] is None
+        elif identifier in set(canceled):
+            assert row["canceled_at"] is not None
         else:
             assert set(row["stripe_error"]) == {"type", "code", "message"}
             assert len(row["stripe_error"]["message"] or "") <= 512
 
-    # No identifier billed twice; every reported one billed once, as accepted.
+    # No identifier billed twice; every reported one billed once, as accepted;
+    # no canceled one billed (and one canceled while pending never sent).
     wanted = set(identifiers)
-    billed = [e for e in usage_helpers.fake(stack).meter_events if e["identifier"] in wanted]
+    received = [e for e in usage_helpers.fake(stack).meter_events if e["identifier"] in wanted]
+    assert not {e["identifier"] for e in received} & set(never_sent), "a canceled pending event reached Stripe"
+    billed = [e for e in received if not e["canceled"]]
     counts = Counter(e["identifier"] for e in billed)
     assert not [i for i, n in counts.items() if n > 1], counts
     assert set(counts) == reported, (set(counts) ^ reported)
@@ -101,12 +114,10 @@ def check_usage(stack: LocalStack, api: Client, accepted: Mapping[str, int], *,
         assert entry["payload"] == {"stripe_customer_id": row["stripe_customer_id"], "value": str(row["value"])}
         assert entry["event_name"] == row["event_name"]
 
-    # One ledger row per accepted identifier (the change is the acceptance).
+    # The usage row is its own audit record: no ledger row for any usage transition.
     for customer_id in {r["customer_id"] for r in rows.values()}:
-        accepted_rows = Counter(e["data"]["identifier"] for e in ledger(api, customer_id)
-                                if e["type"] == "usage.accepted" and e["data"].get("identifier") in wanted)
-        mine = {i for i, r in rows.items() if r["customer_id"] == customer_id}
-        assert accepted_rows == dict.fromkeys(mine, 1), accepted_rows
+        usage_rows = [e for e in ledger(api, customer_id) if e["type"].startswith("usage.")]
+        assert usage_rows == [], Counter(e["type"] for e in usage_rows)
     return rows
 
 

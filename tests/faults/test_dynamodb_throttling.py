@@ -1,4 +1,4 @@
-"""DynamoDB throttling (and transaction conflicts) injected on the write path
+"""DynamoDB throttling (and transaction conflicts, and refused conditions) injected on the write path
 (moto's fault injector, through POST /_local/dynamodb/faults, scoped to one
 table).
 
@@ -76,13 +76,14 @@ def test_the_fault_route_refuses_a_fault_dynamodb_never_answers(api: Client) -> 
 
 
 def test_a_usage_put_throttled_within_the_sdk_retries_is_accepted_once(stack: LocalStack, api: Client) -> None:
+    """The accept is one conditional PutItem (DESIGN.md section 4)."""
     quiet(stack, api)
     customer = new_customer(api)
-    before = injected(api, "TransactWriteItems")
-    throttle(api, "TransactWriteItems", PYNAMODB_ATTEMPTS - 1, table(stack, "ApiFunction", "METER_EVENTS_TABLE"))
+    before = injected(api, "PutItem")
+    throttle(api, "PutItem", PYNAMODB_ATTEMPTS - 1, table(stack, "ApiFunction", "METER_EVENTS_TABLE"))
     identifier = uid("absorbed")
     put_usage(api, identifier, usage_body(customer, 2))
-    assert injected(api, "TransactWriteItems") == before + PYNAMODB_ATTEMPTS - 1
+    assert injected(api, "PutItem") == before + PYNAMODB_ATTEMPTS - 1
     check_usage(stack, api, {identifier: 2})
 
 
@@ -92,7 +93,7 @@ def test_a_usage_put_throttled_past_the_retries_is_503_and_its_retry_is_accepted
     quiet(stack, api)
     customer = new_customer(api)
     identifier = uid("throttled")
-    throttle(api, "TransactWriteItems", PYNAMODB_ATTEMPTS, table(stack, "ApiFunction", "METER_EVENTS_TABLE"), error)
+    throttle(api, "PutItem", PYNAMODB_ATTEMPTS, table(stack, "ApiFunction", "METER_EVENTS_TABLE"), error)
     assert_unavailable(api.put(f"/v1/usage/{identifier}", usage_body(customer, 5)))
     assert api.get(f"/v1/usage/{identifier}").status_code == 404  # nothing written
 
@@ -102,23 +103,29 @@ def test_a_usage_put_throttled_past_the_retries_is_503_and_its_retry_is_accepted
     assert pending_faults(stack, api) == {}
 
 
-def test_a_usage_put_cancelled_by_a_concurrent_transaction_is_retried_and_accepted_once(stack: LocalStack,
-                                                                                        api: Client) -> None:
-    """DynamoDB cancels a transaction that touches an item another transaction
-    holds (what a duplicate storm does on DynamoDB; moto serializes them):
-    the write is tried again, not answered with a 500."""
+def test_a_usage_put_makes_no_transaction_for_a_concurrent_one_to_cancel(stack: LocalStack, api: Client) -> None:
+    """The accept used to be a TransactWriteItems (the row and its ledger row),
+    which another transaction on the same identifier could cancel. It is one
+    conditional PutItem now: DynamoDB serialises the puts of one key, and a
+    conflict scripted on the table's transactions is never met."""
     quiet(stack, api)
     customer = new_customer(api)
+    meter_table = table(stack, "ApiFunction", "METER_EVENTS_TABLE")
     before = injected(api, "TransactWriteItems")
-    throttle(api, "TransactWriteItems", 2, table(stack, "ApiFunction", "METER_EVENTS_TABLE"), "TransactionConflict")
+    throttle(api, "TransactWriteItems", 2, meter_table, "TransactionConflict")
     identifier = uid("conflict")
     put_usage(api, identifier, usage_body(customer, 4))
-    assert injected(api, "TransactWriteItems") == before + 2
+    put_usage(api, identifier, usage_body(customer, 4), status=200)
+    assert injected(api, "TransactWriteItems") == before
+    assert pending_faults(stack, api) == {"dynamodb:TransactWriteItems": 2}
+    api.delete("/_local/dynamodb/faults")
     check_usage(stack, api, {identifier: 4})
 
 
-def test_a_usage_retry_cancelled_by_a_concurrent_transaction_is_409_and_can_be_sent_again(stack: LocalStack,
-                                                                                          api: Client) -> None:
+def test_a_usage_retry_refused_by_a_concurrent_change_is_409_and_can_be_sent_again(stack: LocalStack,
+                                                                                  api: Client) -> None:
+    """The retry is one UpdateItem conditional on the row still failed at the
+    version read: a write in between refuses it, and the caller is told."""
     quiet(stack, api)
     customer = new_customer(api)
     identifier = uid("retry")
@@ -127,12 +134,13 @@ def test_a_usage_retry_cancelled_by_a_concurrent_transaction_is_409_and_can_be_s
     put_usage(api, identifier, usage_body(customer, 8))
     check_usage(stack, api, {identifier: 8}, failed={identifier})
 
-    throttle(api, "TransactWriteItems", 1, table(stack, "ApiFunction", "METER_EVENTS_TABLE"), "TransactionConflict")
+    throttle(api, "UpdateItem", 1, table(stack, "ApiFunction", "METER_EVENTS_TABLE"),
+             "ConditionalCheckFailedException")
     resp = api.post(f"/v1/usage/{identifier}/retry")
     assert resp.status_code == 409 and resp.json()["error"]["type"] == "conflict", resp.text
     assert api.post(f"/v1/usage/{identifier}/retry").status_code == 202
     check_usage(stack, api, {identifier: 8})
-    check_ledger(api, customer["id"], {"usage.accepted": 1, "usage.retry_requested": 1})
+    check_ledger(api, customer["id"], {"usage.accepted": 0, "usage.retry_requested": 0, "customer.created": 1})
 
 
 def test_a_customer_create_throttled_past_the_retries_is_503_and_its_retry_creates_one(stack: LocalStack,
@@ -179,12 +187,13 @@ def test_a_customer_patch_throttled_past_the_retries_is_503_and_its_retry_change
 # -- the meter reporter ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("rows", "operation"), [(1, "UpdateItem"), (6, "TransactWriteItems")])
+@pytest.mark.parametrize("rows", [1, 6])
 def test_a_throttled_outcome_write_is_retried_by_the_stream_and_bills_once(stack: LocalStack, api: Client,
-                                                                          rows: int, operation: str) -> None:
-    """One row's outcome is a conditional UpdateItem, several rows' one
-    TransactWriteItems; either throttled past its retries fails the
-    invocation after Stripe took the events, and the stream delivers again."""
+                                                                          rows: int) -> None:
+    """Each row's outcome is its own conditional UpdateItem (no transaction:
+    it would cost twice the write units); throttled past its retries, it
+    fails the invocation after Stripe took the events, and the stream
+    delivers again."""
     quiet(stack, api)
     assert stack.streams is not None
     poller = stack.streams.poller(REPORTER_STREAM)
@@ -194,7 +203,8 @@ def test_a_throttled_outcome_write_is_retried_by_the_stream_and_bills_once(stack
     with delivery_paused(stack):
         for identifier, value in accepted.items():
             put_usage(api, identifier, usage_body(customer, value))
-        throttle(api, operation, PYNAMODB_ATTEMPTS, table(stack, REPORTER, "METER_EVENTS_TABLE"))
+        # Every attempt of every row's write: whichever row the reporter writes first fails the invocation.
+        throttle(api, "UpdateItem", PYNAMODB_ATTEMPTS * rows, table(stack, REPORTER, "METER_EVENTS_TABLE"))
 
     check_usage(stack, api, accepted)
     assert pending_faults(stack, api) == {}

@@ -108,3 +108,34 @@ def test_sweeper_sample_event_reports_what_it_did(stack: LocalStack) -> None:
     result = stack.invoke("MeterSweeperFunction", load_event("sweeper_schedule.json"))
     assert set(result) == {"scanned", "touched"}
     assert all(isinstance(v, int) and v >= 0 for v in result.values())
+
+
+def test_batch_usage_sample_event_answers_each_event(stack: LocalStack, api: Client) -> None:
+    owner_id = f"sample-{uuid.uuid4()}"
+    assert api.put(f"/v1/owners/User/{owner_id}/customer").status_code == 201
+    event = load_event("batch_usage.json")
+    body = json.loads(event["body"])
+    for item in body["events"]:
+        item["owner"]["id"] = owner_id
+        item["identifier"] = uid("sample-batch")
+    event["body"] = json.dumps(body)
+    answer = stack.invoke("ApiFunction", event)
+    assert answer["statusCode"] == 207, answer["body"]
+    results = json.loads(answer["body"])["data"]
+    assert [(r["identifier"], r["status"]) for r in results] == [(body["events"][0]["identifier"], 202),
+                                                                 (body["events"][1]["identifier"], 422)]
+
+
+def test_cancel_usage_sample_event_cancels_a_pending_event(stack: LocalStack, api: Client) -> None:
+    customer = new_customer(api)
+    identifier = uid("sample-cancel")
+    with delivery_paused(stack):
+        put_usage(api, identifier, usage_body(customer))
+        event = load_event("cancel_usage.json")
+        event["pathParameters"]["identifier"] = identifier
+        event["path"] = f"/v1/usage/{identifier}/cancel"
+        answer = stack.invoke("ApiFunction", event)
+    assert answer["statusCode"] == 200, answer["body"]
+    assert json.loads(answer["body"])["stripe_status"] == "canceled"
+    assert settle(stack, api, [identifier])[identifier]["stripe_status"] == "canceled"
+    assert identifier not in {e["identifier"] for e in fake(stack).meter_events}

@@ -489,6 +489,61 @@ def test_v2_stream_limits_and_session_expiry(processor: Processor, clock: Clock)
     processor.send_meter_events(session_token=fresh, events=[stream_event("u-1", ts)])
 
 
+def test_a_cancel_adjustment_cancels_a_received_event_within_24_hours(processor: Processor, fake: FakeProcessor,
+                                                                      clock: Clock) -> None:
+    minute = int(clock.now) // 60 * 60
+    meter(processor, "u-1", minute, value="3")
+    meter(processor, "u-2", minute, value="5")
+    adjustment = processor.cancel_meter_event(event_name="api_requests", identifier="u-1",
+                                              idempotency_key="usage-cancel:u-1")
+    assert adjustment == {"object": "billing.meter_event_adjustment", "cancel": {"identifier": "u-1"},
+                          "event_name": "api_requests", "livemode": False, "status": "complete", "type": "cancel"}
+    # The same key again is the same adjustment; the view still holds the event, marked canceled.
+    assert processor.cancel_meter_event(event_name="api_requests", identifier="u-1",
+                                        idempotency_key="usage-cancel:u-1") == adjustment
+    view = {e["identifier"]: e for e in fake.snapshot()["meter_events"]}
+    assert (view["u-1"]["canceled"], view["u-2"]["canceled"]) == (True, False)
+    assert fake.snapshot()["canceled_meter_event_count"] == 1
+    assert fake.canceled_meter_events == {"u-1"}
+    # Only what is not canceled counts in the summary.
+    summary = processor.meter_event_summaries(event_name="api_requests", customer_id="cus_fake_00001",
+                                              start_time=minute, end_time=minute + 60)
+    assert summary["meter"]["event_name"] == "api_requests"
+    assert [(s["aggregated_value"], s["start_time"], s["end_time"], s["meter"]) for s in summary["data"]] == [
+        (5.0, minute, minute + 60, summary["meter"]["id"])]
+    assert processor.meter_event_summaries(event_name="api_requests", customer_id="cus_other",
+                                           start_time=minute, end_time=minute + 60)["data"][0]["aggregated_value"] == 0
+
+    clock.advance(24 * 3600 + 1)
+    with pytest.raises(ProcessorFailure) as excinfo:
+        processor.cancel_meter_event(event_name="api_requests", identifier="u-2", idempotency_key="usage-cancel:u-2")
+    failure = failure_of(excinfo)
+    assert (failure.status, failure.transient) == (400, False)
+    assert "24 hours" in failure.message
+
+
+def test_a_cancel_of_an_identifier_stripe_never_received_cancels_nothing(processor: Processor,
+                                                                         fake: FakeProcessor) -> None:
+    adjustment = processor.cancel_meter_event(event_name="api_requests", identifier="never-sent",
+                                              idempotency_key="usage-cancel:never-sent")
+    assert adjustment["status"] == "pending"  # Stripe applies adjustments asynchronously
+    assert fake.canceled_meter_events == set()
+
+
+def test_meter_event_summaries_need_a_meter_and_minute_boundaries(processor: Processor, clock: Clock) -> None:
+    minute = int(clock.now) // 60 * 60
+    with pytest.raises(ProcessorFailure) as missing:
+        processor.meter_event_summaries(event_name="api_requests", customer_id="cus_fake_00001",
+                                        start_time=minute, end_time=minute + 60)
+    assert (failure_of(missing).status, failure_of(missing).code) == (404, "resource_missing")
+    meter(processor, "u-1", minute)
+    for start, end in ((minute + 1, minute + 60), (minute, minute + 61), (minute + 60, minute)):
+        with pytest.raises(ProcessorFailure) as refused:
+            processor.meter_event_summaries(event_name="api_requests", customer_id="cus_fake_00001",
+                                            start_time=start, end_time=end)
+        assert failure_of(refused).status == 400
+
+
 def test_meter_error_report_is_a_thin_event_with_a_fetchable_body(processor: Processor, fake: FakeProcessor,
                                                                   clock: Clock) -> None:
     ts = int(clock.now)

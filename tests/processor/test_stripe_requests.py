@@ -339,6 +339,75 @@ def test_expired_session_is_transient(stripe: StripeProcessor, meter_stub: Strip
         401, "temporary_session_expired", "billing_meter_event_session_expired", True)
 
 
+def test_cancel_meter_event_is_a_v1_adjustment_by_identifier(stripe: StripeProcessor, stub: StripeStub,
+                                                             fixtures: dict[str, Any]) -> None:
+    adjustment = fixtures["billing.meter_event_adjustment"] | {"cancel": {"identifier": "usage-7"},
+                                                                "event_name": "api_request"}
+    stub.reply(200, adjustment)
+    result = stripe.cancel_meter_event(event_name="api_request", identifier="usage-7",
+                                       idempotency_key="usage-cancel:usage-7")
+    request = stub.only()
+    assert (request.method, request.path) == ("POST", "/v1/billing/meter_event_adjustments")
+    assert_api_key_auth(request)
+    assert request.headers["idempotency-key"] == "usage-cancel:usage-7"
+    assert request.form == {"type": "cancel", "event_name": "api_request", "cancel[identifier]": "usage-7"}
+    assert result == adjustment
+
+
+def test_cancel_past_stripes_window_comes_back_as_a_permanent_failure(stripe: StripeProcessor,
+                                                                      stub: StripeStub) -> None:
+    stub.reply(400, {"error": {"type": "invalid_request_error", "param": "cancel[identifier]",
+                               "message": "You can only cancel events within 24 hours of Stripe receiving them."}})
+    with pytest.raises(ProcessorFailure) as excinfo:
+        stripe.cancel_meter_event(event_name="api_request", identifier="old-1", idempotency_key="usage-cancel:old-1")
+    assert (excinfo.value.status, excinfo.value.type, excinfo.value.transient) == (400, "invalid_request_error",
+                                                                                  False)
+
+
+def _meter(fixtures: dict[str, Any], meter_id: str, event_name: str) -> dict[str, Any]:
+    return fixtures["billing.meter"] | {"id": meter_id, "event_name": event_name}
+
+
+def test_meter_event_summaries_find_the_meter_by_event_name_then_list_its_summaries(
+        stripe: StripeProcessor, stub: StripeStub, fixtures: dict[str, Any]) -> None:
+    meters = {"object": "list", "url": "/v1/billing/meters", "has_more": False,
+              "data": [_meter(fixtures, "mtr_other", "other_event"), _meter(fixtures, "mtr_123", "api_request")]}
+    # Shape of billing.meter_event_summary (Stripe's API reference; not in the fixtures).
+    summary = {"id": "mtrusum_123", "object": "billing.meter_event_summary", "aggregated_value": 42.0,
+               "start_time": 1_700_000_040, "end_time": 1_700_003_640, "livemode": False, "meter": "mtr_123"}
+    stub.reply(200, meters)
+    stub.reply(200, {"object": "list", "url": "/v1/billing/meters/mtr_123/event_summaries", "has_more": False,
+                     "data": [summary]})
+    result = stripe.meter_event_summaries(event_name="api_request", customer_id="cus_123",
+                                          start_time=1_700_000_040, end_time=1_700_003_640)
+    listing, summaries = stub.requests
+    assert (listing.method, listing.path) == ("GET", "/v1/billing/meters")
+    assert listing.query == {"status": ["active"], "limit": ["100"]}
+    assert (summaries.method, summaries.path) == ("GET", "/v1/billing/meters/mtr_123/event_summaries")
+    assert summaries.query == {"customer": ["cus_123"], "start_time": ["1700000040"], "end_time": ["1700003640"],
+                               "limit": ["100"]}
+    assert_api_key_auth(summaries)
+    assert result["meter"]["id"] == "mtr_123"
+    assert result["data"] == [summary]
+
+    # The meter is looked up once per process and event name.
+    stub.reply(200, {"object": "list", "url": "/v1/billing/meters/mtr_123/event_summaries", "has_more": False,
+                     "data": []})
+    assert stripe.meter_event_summaries(event_name="api_request", customer_id="cus_123", start_time=1_700_000_040,
+                                        end_time=1_700_003_640)["data"] == []
+    assert [r.path for r in stub.requests[2:]] == ["/v1/billing/meters/mtr_123/event_summaries"]
+
+
+def test_meter_event_summaries_of_an_event_name_without_a_meter_is_resource_missing(
+        stripe: StripeProcessor, stub: StripeStub, fixtures: dict[str, Any]) -> None:
+    stub.reply(200, {"object": "list", "url": "/v1/billing/meters", "has_more": False,
+                     "data": [_meter(fixtures, "mtr_other", "other_event")]})
+    with pytest.raises(ProcessorFailure) as excinfo:
+        stripe.meter_event_summaries(event_name="api_request", customer_id="cus_123", start_time=0, end_time=60)
+    assert (excinfo.value.status, excinfo.value.code, excinfo.value.transient) == (404, "resource_missing", False)
+    assert [r.path for r in stub.requests] == ["/v1/billing/meters"]
+
+
 def test_retrieve_v2_event(stripe: StripeProcessor, stub: StripeStub) -> None:
     # The event object from Stripe's API reference for this type.
     event: dict[str, Any] = {

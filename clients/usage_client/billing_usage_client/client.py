@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import random
 import time
-import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Protocol
@@ -23,6 +22,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials, ReadOnlyCredentials
 
+from billing_usage_client.batching import UsageBatcher
 from billing_usage_client.errors import (
     UsageAuthError,
     UsageConflict,
@@ -32,6 +32,7 @@ from billing_usage_client.errors import (
     UsageServerError,
     UsageValidationError,
 )
+from billing_usage_client.events import MAX_BATCH, event_body, new_identifier
 
 SERVICE = "execute-api"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -39,11 +40,6 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 class _CredentialSource(Protocol):
     def get_credentials(self) -> Credentials | None: ...
-
-
-def new_identifier() -> str:
-    """A fresh identifier (fits the service's 1-100 chars of A-Za-z0-9_-.:)."""
-    return f"usage-{uuid.uuid4()}"
 
 
 class UsageClient:
@@ -90,26 +86,33 @@ class UsageClient:
         generated; pass your own (e.g. derived from the operation) so that a
         report repeated by your own retries is counted once too.
         """
-        given = [name for name, v in (("customer_id", customer_id), ("stripe_customer_id", stripe_customer_id),
-                                      ("owner", owner)) if v is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of customer_id, stripe_customer_id or owner")
-        body: dict[str, Any] = {"event_name": event_name, "value": value}
-        if customer_id is not None:
-            body["customer_id"] = customer_id
-        if stripe_customer_id is not None:
-            body["stripe_customer_id"] = stripe_customer_id
-        if owner is not None:
-            owner_type, owner_id = (owner["type"], owner["id"]) if isinstance(owner, Mapping) else owner
-            body["owner"] = {"type": str(owner_type), "id": str(owner_id)}
-        if timestamp is not None:
-            body["timestamp"] = _timestamp(timestamp)
-        if operation_id is not None:
-            body["operation_id"] = operation_id
+        body = event_body(event_name, value, customer_id=customer_id, stripe_customer_id=stripe_customer_id,
+                          owner=owner, timestamp=timestamp, operation_id=operation_id)
         identifier = identifier or new_identifier()
         # A valid identifier (A-Za-z0-9_-.:) needs no escaping in a path, so the
         # path API Gateway verifies the signature over is the one sent.
         return self._send("PUT", f"/v1/usage/{quote(identifier, safe=':')}", body, identifier)
+
+    def send_batch(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """POST /v1/usage/batch: 1 to 100 events (each `event_body(...)` plus its
+        `identifier`), one request; the per-event results, in order.
+
+        The request is retried as a whole after a transient failure (the same
+        identifiers, so an event that did land is answered 200 the second
+        time); a result whose own status is 503 is for the caller to send again.
+        """
+        if not 1 <= len(events) <= MAX_BATCH:
+            raise ValueError(f"a batch holds 1 to {MAX_BATCH} events")
+        result = self._send("POST", "/v1/usage/batch", {"events": events}, f"batch of {len(events)}")
+        data: list[dict[str, Any]] = result["data"]
+        return data
+
+    def report_many(self, *, max_events: int = MAX_BATCH, max_age: float = 5.0) -> UsageBatcher:
+        """A buffer of usage events sent as batches: when it holds `max_events`,
+        when its oldest event is `max_age` seconds old, on flush(), on close()
+        (or leaving its `with` block) and at interpreter exit. See UsageBatcher:
+        an event it took is never dropped silently."""
+        return UsageBatcher(self, max_events=max_events, max_age=max_age)
 
     def get(self, identifier: str) -> dict[str, Any]:
         """The meter event with this identifier (its stripe_status, reported_at, stripe_error)."""
@@ -154,14 +157,6 @@ class UsageClient:
         if last.retry_after is not None:
             delay = max(delay, min(last.retry_after, self.backoff_cap))
         time.sleep(delay)
-
-
-def _timestamp(value: int | datetime | str) -> int | str:
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError("timestamp: use an aware datetime (with a timezone)")
-        return int(value.timestamp())
-    return value
 
 
 _BY_STATUS: dict[int, type[UsageError]] = {

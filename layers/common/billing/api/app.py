@@ -19,6 +19,8 @@ from billing.core import snapstart
 ROUTE_GROUPS = (
     group("customers", "/v1/customers", "/v1/owners"),
     group("usage", "/v1/usage"),
+    group("usage_batch", "/v1/usage/batch"),
+    group("usage_summary", "/v1/customers/*/usage-summary"),
     group("webhook_events", "/v1/webhook-events"),
     group("promotions", "/v1/coupons", "/v1/promotion-codes"),
     group("catalog", "/v1/prices", "/v1/products"),

@@ -53,6 +53,12 @@ def _field_errors(errors: list[Any]) -> list[dict[str, str]]:
     return out
 
 
+def field_errors(errors: list[Any]) -> list[dict[str, str]]:
+    """Where and why each field was refused, never the value (for a body
+    checked piece by piece, as the usage batch checks each event)."""
+    return _field_errors(errors)
+
+
 def _response_errors(errors: list[Any]) -> list[dict[str, str]]:
     """Where a body broke its model and why: never the value (pydantic's
     `input`), nor its message (which may quote it)."""

@@ -19,7 +19,7 @@ from pynamodb.attributes import (
     VersionAttribute,
 )
 from pynamodb.connection import Connection
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection, Projection
 from pynamodb.models import Model
 
 from billing.core import snapstart
@@ -93,10 +93,11 @@ class _Meta:
     max_retry_attempts = 3
 
 
-def _index(name: str, hash_key: str, range_key: str | None = None) -> GlobalSecondaryIndex[Any]:
+def _index(name: str, hash_key: str, range_key: str | None = None, *,
+           projection: Projection | None = None) -> GlobalSecondaryIndex[Any]:
     """A GSI declared as template.yaml declares it (PynamoDB queries only what it knows)."""
     attrs: dict[str, Any] = {
-        "Meta": type("Meta", (), {"index_name": name, "projection": AllProjection()}),
+        "Meta": type("Meta", (), {"index_name": name, "projection": projection or AllProjection()}),
         hash_key: UnicodeAttribute(hash_key=True),
     }
     if range_key:
@@ -291,23 +292,28 @@ class LedgerRow(Model):
 
 class MeterEventRow(Model):
     """One accepted usage event: the outbox row the stream delivers and the
-    audit record of its own transitions (pending -> reported | failed).
+    audit record of its own transitions (pending -> reported | failed |
+    canceled, each stamped on the row: no ledger row is written for usage).
 
     The key is the caller's identifier, so the row's own put (with
     attribute_not_exists) is the identifier's uniqueness guard. Transitions
     are conditional on `stripe_status` (a transition is valid from a state,
     whatever else changed); `lock_version` is bumped by every write so a
     reader can still tell two versions of a row apart.
+
+    Write budget (DESIGN.md section 7): the row stays under 1 KB and the
+    happy path makes one index entry in all (billing.metering.outbox).
     """
 
     class Meta(_Meta):
         table_name = _table(METER_EVENTS_TABLE)
 
-    # Sparse: only pending and failed rows carry status_key ("<status>#<shard>").
-    by_status = _index("by_status", "status_key", "updated_at")
-    # Only reported rows carry reported_key ("reported#<shard>").
-    by_reported = _index("by_reported", "reported_key", "reported_at")
-    by_customer = _index("by_customer", "customer_id", "occurred_sort")
+    # Every row, once: its lane (from the identifier) and acceptance time.
+    by_accepted = _index("by_accepted", "lane", "inserted_at",
+                         projection=IncludeProjection(["customer_id", "event_name"]))
+    # Sparse: failed rows, and pending ones off the happy path ("failed#3").
+    by_status = _index("by_status", "status_key", "updated_at",
+                       projection=IncludeProjection(["customer_id", "event_name"]))
 
     pk = UnicodeAttribute(hash_key=True)  # the identifier
     id = UnicodeAttribute()
@@ -317,13 +323,14 @@ class MeterEventRow(Model):
     value = NumberAttribute()
     occurred_ts = NumberAttribute()  # unix seconds, what Stripe receives
     occurred_at = UnicodeAttribute()
-    occurred_sort = UnicodeAttribute()  # "<occurred_at>#<identifier>": unique per customer
     operation_id = UnicodeAttribute(null=True)
     request_digest = UnicodeAttribute()  # what a replay of the same PUT must match
     stripe_status = UnicodeAttribute()
+    lane = UnicodeAttribute(null=True)
     status_key = UnicodeAttribute(null=True)
-    reported_key = UnicodeAttribute(null=True)
     reported_at = UnicodeAttribute(null=True)
+    failed_at = UnicodeAttribute(null=True)
+    canceled_at = UnicodeAttribute(null=True)
     stripe_error = JSONAttribute(null=True)
     attempts = NumberAttribute(default=0)
     sweeps = NumberAttribute(default=0)
@@ -333,6 +340,22 @@ class MeterEventRow(Model):
     inserted_at = UnicodeAttribute()
     updated_at = UnicodeAttribute()
     lock_version = NumberAttribute(default=1)
+
+
+class UsageSweepRow(Model):
+    """The sweeper's position in one lane of `by_accepted` (pk `#sweep#<lane>`,
+    which no identifier can be; in none of the rows' indexes)."""
+
+    class Meta(_Meta):
+        table_name = _table(METER_EVENTS_TABLE)
+
+    pk = UnicodeAttribute(hash_key=True)
+    # Where the next sweep reads on from: after the row (position, position_pk)
+    # of by_accepted, or, without position_pk, after every row accepted at or
+    # before `position`.
+    position = UnicodeAttribute()  # an inserted_at
+    position_pk = UnicodeAttribute(null=True)
+    updated_at = UnicodeAttribute()
 
 
 # -- webhooks: the inbox and the coupon / promotion code projections ------------------

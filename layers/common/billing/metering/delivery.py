@@ -2,18 +2,19 @@
 of meter_events stream records (filtered to rows whose new image is pending).
 
 Per batch:
-1. a consistent BatchGetItem drops rows that are no longer pending (a
-   redelivered record whose row was already reported costs a read, not a
-   Stripe call);
+1. right before each call to Stripe (and again before each retry), the rows
+   about to be sent are read again, consistently: one that is no longer
+   pending (reported by a concurrent delivery, or canceled by
+   POST /v1/usage/{identifier}/cancel) is not sent;
 2. v1: one `billing.meter_events` create per row, the rows of one
    (customer, event_name) pair strictly one after another (Stripe takes one
    call at a time per customer and meter), pairs in parallel;
    v2: one meter event session token per process until it expires, and up
    to 100 events per meter_event_stream call;
-3. outcomes are written back conditionally on `stripe_status = pending`, up
-   to 100 rows per TransactWriteItems (one write request per 100 events),
-   falling back to one conditional update per row when the transaction is
-   cancelled (a row moved meanwhile).
+3. each outcome is written back with one conditional UpdateItem per row
+   (on `stripe_status = pending`; a transaction would cost twice the write
+   units), in parallel. A row canceled while its event was on the way to
+   Stripe is canceled there too, with a meter event adjustment.
 
 Every event carries its identifier, so a resend (a record redelivered after
 a crash between the Stripe call and the write, a lost response, a sweep) is
@@ -38,14 +39,15 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pynamodb.exceptions import TransactWriteError, UpdateError
-from pynamodb.transactions import TransactWrite
+from pynamodb.exceptions import UpdateError
 
 from billing.core import clock
 from billing.core.observability import logger, metrics
 from billing.core.settings import DeliverySettings, load
-from billing.data.tables import MeterEventRow, connection
+from billing.data.conditional import refused
+from billing.data.tables import MeterEventRow
 from billing.metering import outbox
+from billing.metering.cancel import cancel_at_stripe
 from billing.processor import get_processor
 from billing.processor.base import MAX_STREAM_EVENTS, unix_seconds
 from billing.processor.errors import SESSION_EXPIRED, ProcessorFailure
@@ -64,6 +66,8 @@ DEADLINE_MARGIN_SECONDS: Final = 5.0
 # (a lost answer, a crash before the write): resending it could bill it
 # twice, so it fails for a person to check instead.
 MAX_PENDING_SECONDS: Final = 23 * 3600
+# Outcome writes in flight at once (one conditional UpdateItem each).
+WRITERS: Final = 16
 STALE_MESSAGE: Final = (
     "pending for more than 23 hours: Stripe deduplicates an identifier for 24 hours only, so a resend "
     "could bill it twice. Check the customer's usage in Stripe, then retry it only if it is missing.")
@@ -117,10 +121,15 @@ class Outcome:
     kind: str  # reported | failed | retry | skipped
     error: dict[str, Any] | None = None
     attempted: bool = True  # whether Stripe was called (counted in `attempts`)
+    # Whether a call carrying the event went out: it may have reached Stripe
+    # even if it failed (a lost answer), so a row canceled meanwhile is
+    # canceled at Stripe too.
+    sent: bool = False
 
 
-OK: Final = Outcome(REPORTED)
+OK: Final = Outcome(REPORTED, sent=True)
 DEFER: Final = Outcome(RETRY)
+SKIP: Final = Outcome(SKIPPED, attempted=False)
 
 
 class MalformedRecord(Exception):
@@ -134,11 +143,23 @@ class DeliveryDeferred(Exception):
 # -- retries -------------------------------------------------------------------------------
 
 
+def _may_have_landed(failure: ProcessorFailure) -> bool:
+    """A failed call Stripe may still have carried out: no answer at all
+    (network, timeout, an answer lost) or a 5xx. A 429, a lock timeout or an
+    expired session was refused before anything happened."""
+    return failure.status is None or failure.status >= 500
+
+
 def _attempt(call: Callable[[], object], settings: DeliveryPolicy, deadline: float,
-             context: dict[str, Any]) -> Outcome:
-    """Call until it succeeds, fails permanently, or the tries (or time) run out."""
+             context: dict[str, Any], still_due: Callable[[], bool]) -> Outcome:
+    """Call until it succeeds, fails permanently, or the tries (or time) run
+    out; before each call, `still_due()` says whether the rows are still to
+    be sent (a row canceled meanwhile is not)."""
     failure: ProcessorFailure | None = None
+    sent = False  # whether Stripe may hold the event already
     for attempt in range(settings.tries):
+        if not still_due():
+            return Outcome(SKIPPED, attempted=False, sent=sent)
         try:
             call()
             return OK
@@ -146,6 +167,7 @@ def _attempt(call: Callable[[], object], settings: DeliveryPolicy, deadline: flo
             if not exc.transient:
                 return Outcome(FAILED, outbox.safe_error(exc.type, exc.code, exc.message))
             failure = exc
+            sent = sent or _may_have_landed(exc)
         if attempt + 1 >= settings.tries:
             break
         # Full jitter: calls that failed together do not come back together.
@@ -156,7 +178,18 @@ def _attempt(call: Callable[[], object], settings: DeliveryPolicy, deadline: flo
     logger.warning("transient Stripe failure; left pending for the stream to deliver again",
                    extra={**context, "status": getattr(failure, "status", None),
                           "error_type": getattr(failure, "type", None), "code": getattr(failure, "code", None)})
-    return DEFER
+    return Outcome(RETRY, sent=sent)
+
+
+def _pending_now(identifiers: Sequence[str]) -> set[str]:
+    """Which of these rows are pending now (a consistent read: the answer to
+    "may this still be sent?" cannot be an older version)."""
+    found: set[str] = set()
+    for chunk in _chunks(list(identifiers), 100):
+        for row in MeterEventRow.batch_get(chunk, consistent_read=True, attributes_to_get=["pk", "stripe_status"]):
+            if row.stripe_status == outbox.PENDING:
+                found.add(row.pk)
+    return found
 
 
 # -- v1 --------------------------------------------------------------------------------------
@@ -182,7 +215,10 @@ def _send_v1(events: Sequence[Pending], settings: DeliveryPolicy, deadline: floa
                 return processor.create_meter_event(event_name=e.event_name, identifier=e.identifier,
                                                     timestamp=e.timestamp, payload=e.payload())
 
-            outcome = _attempt(call, settings, deadline, {"identifier": event.identifier})
+            def due(e: Pending = event) -> bool:
+                return bool(_pending_now([e.identifier]))
+
+            outcome = _attempt(call, settings, deadline, {"identifier": event.identifier}, due)
             if outcome.kind == RETRY:
                 circuit.set()
             out[event.identifier] = outcome
@@ -238,27 +274,41 @@ def _chunks[T](items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
 
 def _send_stream(chunk: Sequence[Pending], settings: DeliveryPolicy, deadline: float) -> dict[str, Outcome]:
     processor = get_processor()
+    # The chunk as it stands before each try: rows no longer pending drop out.
+    sending: list[Pending] = list(chunk)
+    dropped: dict[str, Outcome] = {}
+
+    def due() -> bool:
+        pending = _pending_now([e.identifier for e in sending])
+        for event in sending:
+            if event.identifier not in pending:
+                dropped[event.identifier] = SKIP
+        sending[:] = [e for e in sending if e.identifier in pending]
+        return bool(sending)
 
     def call() -> object:
         token = sessions.token()
         try:
             processor.send_meter_events(session_token=token, events=[
                 {"event_name": e.event_name, "identifier": e.identifier, "timestamp": e.timestamp,
-                 "payload": e.payload()} for e in chunk])
+                 "payload": e.payload()} for e in sending])
         except ProcessorFailure as exc:
             if exc.type == SESSION_EXPIRED:
                 sessions.invalidate(token)  # the retry opens a new session
             raise
         return None
 
-    outcome = _attempt(call, settings, deadline, {"events": len(chunk), "first": chunk[0].identifier})
-    if outcome.kind == FAILED and len(chunk) > 1:
+    outcome = _attempt(call, settings, deadline, {"events": len(chunk), "first": chunk[0].identifier}, due)
+    if outcome.kind == FAILED and len(sending) > 1:
         # Stripe refused the request as a whole: halve it until the events it
         # objects to stand alone, so one bad row does not fail the others.
-        middle = len(chunk) // 2
-        return {**_send_stream(chunk[:middle], settings, deadline),
-                **_send_stream(chunk[middle:], settings, deadline)}
-    return {e.identifier: outcome for e in chunk}
+        middle = len(sending) // 2
+        return {**dropped, **_send_stream(sending[:middle], settings, deadline),
+                **_send_stream(sending[middle:], settings, deadline)}
+    # A row dropped after an earlier try of this chunk went out may have reached Stripe.
+    was_sent = outcome.sent
+    return {**{i: Outcome(SKIPPED, attempted=False, sent=was_sent) for i in dropped},
+            **{e.identifier: outcome for e in sending}}
 
 
 def _send_v2(events: Sequence[Pending], settings: DeliveryPolicy, deadline: float) -> dict[str, Outcome]:
@@ -273,16 +323,17 @@ def _send_v2(events: Sequence[Pending], settings: DeliveryPolicy, deadline: floa
 
 def _actions(event: Pending, outcome: Outcome, at: str) -> list[Any]:
     if outcome.kind == REPORTED:
-        return outbox.reported_actions(event.identifier, at)
+        return outbox.reported_actions(at)
     return outbox.failed_actions(event.identifier, outcome.error or {}, at, count_attempt=outcome.attempted)
 
 
 def _update_one(event: Pending, outcome: Outcome, at: str) -> bool:
+    """One conditional UpdateItem (1 write unit): False if the row is no longer pending."""
     try:
         MeterEventRow(pk=event.identifier).update(actions=_actions(event, outcome, at),
                                                   condition=MeterEventRow.stripe_status == outbox.PENDING)
     except UpdateError as exc:
-        if exc.cause_response_code != "ConditionalCheckFailedException":
+        if not refused(exc):
             raise
         logger.info("row no longer pending; outcome not recorded",
                     extra={"identifier": event.identifier, "outcome": outcome.kind})
@@ -291,39 +342,25 @@ def _update_one(event: Pending, outcome: Outcome, at: str) -> bool:
 
 
 def _record(done: Sequence[tuple[Pending, Outcome]], at: str) -> list[tuple[Pending, Outcome]]:
-    """Write outcomes, up to 100 per transaction; return those that applied."""
-    applied: list[tuple[Pending, Outcome]] = []
-    for chunk in _chunks(done, outbox.MAX_TRANSACTION_ITEMS):
-        if len(chunk) == 1:
-            # A lone update needs no transaction (which would cost twice the capacity).
-            applied.extend(item for item in chunk if _update_one(*item, at))
-            continue
-        try:
-            with TransactWrite(connection=connection()) as tw:
-                for event, outcome in chunk:
-                    tw.update(MeterEventRow(pk=event.identifier), actions=_actions(event, outcome, at),
-                              condition=MeterEventRow.stripe_status == outbox.PENDING)
-        except TransactWriteError as exc:
-            if exc.cause_response_code != "TransactionCanceledException":
-                raise
-            # Some row moved (a meter error failed it, a concurrent delivery
-            # reported it): record the rest one by one.
-            logger.info("batch update cancelled; recording rows one by one", extra={"rows": len(chunk)})
-            applied.extend(item for item in chunk if _update_one(*item, at))
-            continue
-        applied.extend(chunk)
-    return applied
+    """Write the outcomes, one conditional update per row, in parallel; return those that applied."""
+    if len(done) <= 1:
+        return [(event, outcome) for event, outcome in done if _update_one(event, outcome, at)]
+    with ThreadPoolExecutor(max_workers=min(WRITERS, len(done))) as pool:
+        applied = list(pool.map(lambda item: _update_one(item[0], item[1], at), done))
+    return [item for item, ok in zip(done, applied, strict=True) if ok]
 
 
-def _still_pending(events: Sequence[Pending]) -> set[str]:
-    keys = [e.identifier for e in events]
-    found: set[str] = set()
-    for chunk in _chunks(keys, 100):
-        for row in MeterEventRow.batch_get(chunk, consistent_read=True,
-                                           attributes_to_get=["pk", "stripe_status"]):
-            if row.stripe_status == outbox.PENDING:
-                found.add(row.pk)
-    return found
+def _compensate(events: Sequence[Pending]) -> None:
+    """Rows whose event went out to Stripe and that turned out canceled (the
+    cancel came while the call was on its way): cancel them at Stripe too."""
+    if not events:
+        return
+    rows = {r.pk: r for r in MeterEventRow.batch_get([e.identifier for e in events], consistent_read=True,
+                                                      attributes_to_get=["pk", "stripe_status"])}
+    for event in events:
+        row = rows.get(event.identifier)
+        if row is not None and row.stripe_status == outbox.CANCELED:
+            cancel_at_stripe(event.identifier, event.event_name, raced=True)
 
 
 def _latency_ms(inserted_at: str, reported_at: str) -> float:
@@ -335,22 +372,25 @@ def deliver(events: Sequence[Pending], *, deadline: float, settings: DeliveryPol
             ) -> dict[str, Outcome]:
     """Deliver pending rows and record the outcomes; returns each identifier's outcome."""
     settings = settings or DeliveryPolicy.from_settings()
-    pending_now = _still_pending(events)
-    outcomes: dict[str, Outcome] = {e.identifier: Outcome(SKIPPED) for e in events if e.identifier not in pending_now}
-    due = [e for e in events if e.identifier in pending_now]
+    outcomes: dict[str, Outcome] = {}
     now = time.time()
     stale = Outcome(FAILED, outbox.safe_error("stale_pending", "identifier_window_passed", STALE_MESSAGE),
                     attempted=False)
-    for event in due:
+    for event in events:
         if now - datetime.fromisoformat(event.pending_since).timestamp() > settings.max_pending_seconds:
             outcomes[event.identifier] = stale
-    to_send = [e for e in due if e.identifier not in outcomes]
+    to_send = [e for e in events if e.identifier not in outcomes]
     if to_send:
         send = _send_v2 if settings.mode == "v2" else _send_v1
         outcomes.update(send(to_send, settings, deadline))
-    finished = [(e, outcomes[e.identifier]) for e in due if outcomes[e.identifier].kind in (REPORTED, FAILED)]
+    finished = [(e, outcomes[e.identifier]) for e in events if outcomes[e.identifier].kind in (REPORTED, FAILED)]
     at = clock.iso()
     applied = _record(finished, at)
+    landed = {e.identifier for e, _ in applied}
+    # A call that went out and whose row was not recorded (canceled since,
+    # or left pending): if the row is canceled now, Stripe must not bill it.
+    _compensate([e for e in events if outcomes[e.identifier].sent and e.identifier not in landed
+                 and outcomes[e.identifier].kind in (REPORTED, SKIPPED, RETRY)])
     reported = [e for e, o in applied if o.kind == REPORTED]
     failed = [(e, o) for e, o in applied if o.kind == FAILED]
     if reported:
@@ -366,7 +406,7 @@ def deliver(events: Sequence[Pending], *, deadline: float, settings: DeliveryPol
     logger.info("meter batch delivered", extra={
         "mode": settings.mode, "records": len(events), "reported": len(reported), "failed": len(failed),
         "deferred": sum(1 for o in outcomes.values() if o.kind == RETRY),
-        "skipped": len(events) - len(due)})
+        "skipped": sum(1 for o in outcomes.values() if o.kind == SKIPPED)})
     return outcomes
 
 

@@ -1,7 +1,9 @@
 """Taking a usage report: the request's rules (identifier, time window,
-customer), and the accepting write. The row is written `pending` with its
-ledger row in one transaction before Stripe is ever called; the table's
-stream then drives delivery (billing.metering.delivery)."""
+customer), and the accepting write. The row is written `pending` by one
+conditional PutItem before Stripe is ever called (it is its own audit
+record: no ledger row); the table's stream then drives delivery
+(billing.metering.delivery). PUT /v1/usage/{identifier} and every event of
+POST /v1/usage/batch come through `accept`."""
 
 from __future__ import annotations
 
@@ -16,31 +18,26 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from aws_lambda_powertools.metrics import MetricUnit
-from pynamodb.exceptions import TransactWriteError
-from pynamodb.transactions import TransactWrite
 
 from billing.core import clock, ids, snapstart
 from billing.core.errors import Conflict, NotFound, ValidationFailed
 from billing.core.observability import logger, metrics
 from billing.customers import records as customers
-from billing.data import ledger
-from billing.data.cancellation import cancelled_item, condition_failed
+from billing.data.conditional import put_new
 from billing.data.ledger import Actor
-from billing.data.tables import MeterEventRow, connection
-from billing.data.transactions import retry_on_conflict
+from billing.data.tables import MeterEventRow
 from billing.metering.outbox import (
     FUTURE_WINDOW_SECONDS,
     PAST_WINDOW_SECONDS,
     PENDING,
+    lane,
     load,
-    status_key,
     to_api,
     validate_identifier,
 )
 
 CUSTOMER_CACHE_SECONDS: Final = 60.0
 CUSTOMER_CACHE_SIZE: Final = 2048
-CONFLICT_RETRIES: Final = 5
 
 
 @dataclass(frozen=True)
@@ -177,12 +174,24 @@ def resolve_customer(usage: UsageInput) -> BillableCustomer:
 
 
 def accept(identifier: str, usage: UsageInput, actor: Actor) -> tuple[dict[str, Any], bool]:
-    """Write the usage row (pending) and its ledger row in one transaction.
+    """PUT /v1/usage/{identifier}: accept_event, counted and logged."""
+    row, created = accept_event(identifier, usage)
+    if created:
+        metrics.add_metric(name="UsageAccepted", unit=MetricUnit.Count, value=1)
+        logger.info("usage accepted", extra={"identifier": identifier, "customer_id": row["customer_id"],
+                                             "event_name": usage.event_name, "actor": actor.type})
+    return row, created
 
-    Returns (row, created). One DynamoDB write request either way: the row's
-    put is conditional on the identifier being new and, when it is not,
-    returns the existing row in the cancellation reason, so a replay costs
-    no extra read.
+
+def accept_event(identifier: str, usage: UsageInput) -> tuple[dict[str, Any], bool]:
+    """Write the usage row, pending: one conditional PutItem. The rules and
+    the write of every usage event, from PUT and from each event of a batch.
+
+    Returns (row, created). One DynamoDB write request either way: the put is
+    conditional on the identifier being new and, when it is not, DynamoDB
+    returns the existing row with the refusal, so a replay costs no extra
+    read. A duplicate storm on one identifier needs no retry loop: DynamoDB
+    serialises the puts of one key, and every one but the first is refused.
     """
     validate_identifier(identifier)
     now = time.time()
@@ -194,35 +203,14 @@ def accept(identifier: str, usage: UsageInput, actor: Actor) -> tuple[dict[str, 
     row = MeterEventRow(
         pk=identifier, id=ids.new_id("mev"), customer_id=customer.id, stripe_customer_id=customer.processor_id,
         event_name=usage.event_name, value=usage.value, occurred_ts=ts, occurred_at=occurred_at,
-        occurred_sort=f"{occurred_at}#{identifier}", operation_id=usage.operation_id, request_digest=digest,
-        stripe_status=PENDING, status_key=status_key(PENDING, identifier), attempts=0, sweeps=0,
-        pending_since=at, inserted_at=at, updated_at=at, lock_version=1,
+        operation_id=usage.operation_id, request_digest=digest, stripe_status=PENDING, lane=lane(identifier),
+        attempts=0, sweeps=0, pending_since=at, inserted_at=at, updated_at=at, lock_version=1,
     )
-
-    def attempt() -> tuple[dict[str, Any], bool]:
-        try:
-            with TransactWrite(connection=connection()) as tw:
-                tw.save(row, condition=MeterEventRow.pk.does_not_exist(), return_values="ALL_OLD")
-                ledger.append(tw, type_="usage.accepted", subject_type="customer", subject_id=customer.id,
-                              actor=actor, data={"identifier": identifier, "event_name": usage.event_name,
-                                                 "value": usage.value, "occurred_at": occurred_at},
-                              idempotency_key=identifier)
-        except TransactWriteError as exc:
-            # A TransactionConflict (another request for this identifier is
-            # mid-transaction, a duplicate storm on DynamoDB) wrote nothing:
-            # it is re-raised and retried, and once the other commits the
-            # retry finds its row and answers as a replay.
-            if not condition_failed(exc, 0):
-                raise
-            raw = cancelled_item(exc, 0)
-            existing = MeterEventRow.from_raw_data(raw) if raw else load(identifier)
-            if existing.request_digest != digest:
-                raise Conflict(f"identifier {identifier} was already used for a different usage event",
-                               {"identifier": identifier}, type_="identifier_conflict") from None
-            return to_api(existing), False
-        metrics.add_metric(name="UsageAccepted", unit=MetricUnit.Count, value=1)
-        logger.info("usage accepted", extra={"identifier": identifier, "customer_id": customer.id,
-                                             "event_name": usage.event_name})
-        return to_api(row), True
-
-    return retry_on_conflict(attempt, subject=f"usage {identifier}", attempts=CONFLICT_RETRIES)
+    existing = put_new(row)
+    if existing is not None:
+        held = MeterEventRow.from_raw_data(existing) if existing else load(identifier)
+        if held.request_digest != digest:
+            raise Conflict(f"identifier {identifier} was already used for a different usage event",
+                           {"identifier": identifier}, type_="identifier_conflict")
+        return to_api(held), False
+    return to_api(row), True

@@ -1,14 +1,24 @@
 """The usage outbox row (meter_events, DESIGN.md section 4, Usage): its
-statuses, the sparse index keys it carries in each, its API shape, and the
-update actions of its transitions.
+statuses, the index keys it carries in each, its API shape, and the update
+actions of its transitions.
 
-Index layout (template.yaml, MeterEventsTable):
-- by_status (status_key, updated_at): sparse, only pending and failed rows
-  carry `status_key`, so the dead-letter view and the sweeper never read the
-  reported majority. The key is sharded (`failed#3`) so that a burst of
-  accepted events does not funnel every index write into one partition key.
-- by_reported (reported_key, reported_at): reported rows, sharded the same way.
-- by_customer (customer_id, occurred_sort): one customer's usage, newest first.
+The row is its own audit record (DESIGN.md section 2): each transition is
+stamped on it (reported_at, failed_at, canceled_at, attempts, sweeps), and
+the table's stream carries every version of it; no ledger row is written.
+
+Index layout (template.yaml, MeterEventsTable), chosen for the write budget
+of DESIGN.md section 7 (at most 3 write units per event, accepted and
+reported, indexes included): the accept is one PutItem (the row, 1 unit, and
+its `by_accepted` entry, 1 unit), the report one UpdateItem (1 unit) that
+touches no index key and no projected attribute.
+- by_accepted (lane, inserted_at): every row, keyed by one of LANES lanes
+  picked from the identifier, so one customer's burst spreads over all of
+  them and no key takes a write per event of one customer. Projects only
+  customer_id and event_name. The lists (pending, reported, customer) and
+  the sweeper walk it newest or oldest first and read the rows' status.
+- by_status (status_key, updated_at): sparse, off the happy path only:
+  failed rows ("failed#<shard>"), and pending rows that left it: retried,
+  or found still pending by the sweeper ("pending#<shard>").
 """
 
 from __future__ import annotations
@@ -27,7 +37,8 @@ from billing.processor.errors import MAX_MESSAGE_LENGTH
 PENDING: Final = "pending"
 REPORTED: Final = "reported"
 FAILED: Final = "failed"
-STATUSES: Final = (PENDING, REPORTED, FAILED)
+CANCELED: Final = "canceled"
+STATUSES: Final = (PENDING, REPORTED, FAILED, CANCELED)
 IDENTIFIER: Final = re.compile(r"^[A-Za-z0-9_\-.:]{1,100}$")
 
 
@@ -36,22 +47,34 @@ PAST_WINDOW_SECONDS: Final = 35 * 24 * 3600
 FUTURE_WINDOW_SECONDS: Final = 5 * 60
 
 
-# Changing this re-keys the status indexes: rows written with another shard
-# count would be invisible to lists until rewritten. Fixed on purpose.
+# Changing either re-keys an index: rows written with another count would
+# be invisible to lists until rewritten. Fixed on purpose.
 STATUS_SHARDS: Final = 8
-MAX_TRANSACTION_ITEMS: Final = 100
+# DynamoDB takes 1,000 write units a second per partition key: 16 lanes take
+# 16,000 accepted events a second in all, and one customer's 2,000 a second
+# puts about 125 on each.
+LANES: Final = 16
+
+
+def _hash(identifier: str) -> int:
+    return zlib.crc32(identifier.encode())
 
 
 def shard(identifier: str) -> int:
-    return zlib.crc32(identifier.encode()) % STATUS_SHARDS
+    return _hash(identifier) % STATUS_SHARDS
+
+
+def lane(identifier: str) -> str:
+    # Its own bits of the hash, so lanes and status shards are independent.
+    return f"{(_hash(identifier) >> 8) % LANES:02d}"
+
+
+def all_lanes() -> list[str]:
+    return [f"{n:02d}" for n in range(LANES)]
 
 
 def status_key(status: str, identifier: str) -> str:
     return f"{status}#{shard(identifier)}"
-
-
-def reported_key(identifier: str) -> str:
-    return f"{REPORTED}#{shard(identifier)}"
 
 
 def validate_identifier(identifier: str) -> None:
@@ -65,8 +88,8 @@ def to_api(row: MeterEventRow) -> dict[str, Any]:
         "id": row.id, "identifier": row.pk, "customer_id": row.customer_id,
         "stripe_customer_id": row.stripe_customer_id, "event_name": row.event_name, "value": int(row.value),
         "occurred_at": row.occurred_at, "operation_id": row.operation_id, "stripe_status": row.stripe_status,
-        "reported_at": row.reported_at, "stripe_error": row.stripe_error, "attempts": int(row.attempts or 0),
-        "inserted_at": row.inserted_at, "updated_at": row.updated_at,
+        "reported_at": row.reported_at, "canceled_at": row.canceled_at, "stripe_error": row.stripe_error,
+        "attempts": int(row.attempts or 0), "inserted_at": row.inserted_at, "updated_at": row.updated_at,
     }
 
 
@@ -87,21 +110,29 @@ def safe_error(error_type: str, code: str | None, message: str | None) -> dict[s
     return {"type": error_type, "code": code, "message": text}
 
 
-def reported_actions(identifier: str, at: str) -> list[Action]:
+def reported_actions(at: str) -> list[Action]:
+    # REMOVE of an absent status_key costs nothing: a row that never left the
+    # happy path is in no by_status entry, and this update writes no index.
     return [
         MeterEventRow.stripe_status.set(REPORTED), MeterEventRow.status_key.remove(),
-        MeterEventRow.reported_key.set(reported_key(identifier)), MeterEventRow.reported_at.set(at),
-        MeterEventRow.stripe_error.remove(), MeterEventRow.attempts.add(1), MeterEventRow.updated_at.set(at),
-        MeterEventRow.lock_version.add(1),
+        MeterEventRow.reported_at.set(at), MeterEventRow.stripe_error.remove(), MeterEventRow.attempts.add(1),
+        MeterEventRow.updated_at.set(at), MeterEventRow.lock_version.add(1),
     ]
 
 
 def failed_actions(identifier: str, error: dict[str, Any], at: str, *, count_attempt: bool) -> list[Action]:
     actions: list[Action] = [
         MeterEventRow.stripe_status.set(FAILED), MeterEventRow.status_key.set(status_key(FAILED, identifier)),
-        MeterEventRow.reported_key.remove(), MeterEventRow.stripe_error.set(error),
+        MeterEventRow.stripe_error.set(error), MeterEventRow.failed_at.set(at),
         MeterEventRow.updated_at.set(at), MeterEventRow.lock_version.add(1),
     ]
     if count_attempt:
         actions.append(MeterEventRow.attempts.add(1))
     return actions
+
+
+def canceled_actions(at: str) -> list[Action]:
+    return [
+        MeterEventRow.stripe_status.set(CANCELED), MeterEventRow.status_key.remove(),
+        MeterEventRow.canceled_at.set(at), MeterEventRow.updated_at.set(at), MeterEventRow.lock_version.add(1),
+    ]

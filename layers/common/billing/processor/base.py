@@ -96,6 +96,22 @@ class Processor(Protocol):
         """GET /v2/core/events/{id}: the full event behind a thin webhook."""
         ...
 
+    def cancel_meter_event(self, *, event_name: str, identifier: str, idempotency_key: str) -> JSONDict:
+        """POST /v1/billing/meter_event_adjustments, `type: cancel` by identifier:
+        Stripe stops counting the event. Stripe takes it within 24 hours of
+        receiving the event only. Returns the billing.meter_event_adjustment."""
+        ...
+
+    def meter_event_summaries(
+        self, *, event_name: str, customer_id: str, start_time: int, end_time: int
+    ) -> JSONDict:
+        """The meter whose `event_name` this is (GET /v1/billing/meters), then its
+        event summaries for one customer (GET /v1/billing/meters/{id}/event_summaries,
+        start inclusive, end exclusive, both on minute boundaries), every page:
+        `{"meter": <billing.meter>, "data": [<billing.meter_event_summary>, ...]}`.
+        No meter with that event name: a 404 `resource_missing`."""
+        ...
+
     def retrieve_object(self, object_type: str, object_id: str) -> JSONDict:
         """Re-fetch one of OBJECT_TYPES by id (canonical state for reconcile)."""
         ...

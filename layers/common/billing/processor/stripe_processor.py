@@ -65,6 +65,7 @@ class StripeProcessor:
         if meter_events_base_url:
             base_addresses["meter_events"] = meter_events_base_url.rstrip("/")
         self.api_key = api_key
+        self._meters: dict[str, JSONDict] = {}
         self._error_class: type[stripe.StripeError] = stripe.StripeError
         self._client = stripe.StripeClient(
             api_key,
@@ -204,6 +205,43 @@ class StripeProcessor:
 
     def retrieve_v2_event(self, event_id: str) -> JSONDict:
         return _to_dict(self._call(self._client.v2.core.events.retrieve, event_id))
+
+    def cancel_meter_event(self, *, event_name: str, identifier: str, idempotency_key: str) -> JSONDict:
+        adjustment = self._call(
+            self._client.v1.billing.meter_event_adjustments.create,
+            {"type": "cancel", "event_name": event_name, "cancel": {"identifier": identifier}},
+            {"idempotency_key": idempotency_key},
+        )
+        return _to_dict(adjustment)
+
+    def meter_event_summaries(
+        self, *, event_name: str, customer_id: str, start_time: int, end_time: int
+    ) -> JSONDict:
+        meter = self._meter(event_name)
+        summaries = self._call(
+            self._client.v1.billing.meters.event_summaries.list,
+            str(meter["id"]),
+            {"customer": customer_id, "start_time": start_time, "end_time": end_time, "limit": 100},
+        )
+        # One summary for the whole range without value_grouping_window; the
+        # SDK pages through anything more.
+        data = [_to_dict(s) for s in self._call(lambda: list(summaries.auto_paging_iter()))]
+        return {"meter": meter, "data": data}
+
+    def _meter(self, event_name: str) -> JSONDict:
+        """The active meter with this event name; meters do not change their
+        event name, so one lookup per process and event name is enough."""
+        cached = self._meters.get(event_name)
+        if cached is not None:
+            return cached
+        meters = self._call(self._client.v1.billing.meters.list, {"status": "active", "limit": 100})
+        for meter in self._call(lambda: list(meters.auto_paging_iter())):
+            found = _to_dict(meter)
+            self._meters[str(found.get("event_name"))] = found
+        if event_name not in self._meters:
+            raise ProcessorFailure(f"No active meter found for event name {event_name}.", status=404,
+                                   error_type=INVALID_REQUEST, code="resource_missing", param="event_name")
+        return self._meters[event_name]
 
     # -- any object -------------------------------------------------------------------
 

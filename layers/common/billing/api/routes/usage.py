@@ -1,4 +1,6 @@
-"""Usage routes (DESIGN.md section 4, Usage): report, read, list, retry."""
+"""Usage routes (DESIGN.md section 4, Usage): report, read, list, retry,
+cancel. The batch route is billing.api.routes.usage_batch, the customer's
+usage summary billing.api.routes.usage_summary."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_v
 from billing.api import http
 from billing.api.models import ResponseModel
 from billing.api.schemas import error_responses, success
-from billing.metering import intake, lifecycle, outbox, queries
+from billing.metering import cancel, intake, lifecycle, outbox, queries
 
 router = APIGatewayRouter()
 
@@ -39,8 +41,9 @@ class MeterEvent(ResponseModel):
     value: int
     occurred_at: str
     operation_id: str | None
-    stripe_status: Literal["pending", "reported", "failed"]
+    stripe_status: Literal["pending", "reported", "failed", "canceled"]
     reported_at: str | None
+    canceled_at: str | None
     stripe_error: StripeError | None
     attempts: int
     inserted_at: str
@@ -108,7 +111,7 @@ def get_usage(identifier: str) -> Response[MeterEvent]:
             tags=["usage"], responses={200: success("A page, newest first"),
                                        **error_responses(422)})
 def list_usage(
-    status: Annotated[Literal["pending", "reported", "failed"] | None, Query()] = None,
+    status: Annotated[Literal["pending", "reported", "failed", "canceled"] | None, Query()] = None,
     customer_id: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=4096)] = None,
@@ -122,3 +125,11 @@ def list_usage(
 def retry_usage(identifier: str) -> Response[MeterEvent]:
     identifier = http.path_param(router, "identifier", identifier)
     return http.respond(MeterEvent, 202, lifecycle.retry(identifier, http.actor(router)))
+
+
+@router.post("/v1/usage/<identifier>/cancel", summary="Cancel a usage event (pending: never sent; reported: "
+             "through Stripe's meter event adjustment, within 24 hours)", tags=["usage"],
+             responses={200: success("Canceled (or already canceled)"), **error_responses(404, 409, 422, 502)})
+def cancel_usage(identifier: str) -> Response[MeterEvent]:
+    identifier = http.path_param(router, "identifier", identifier)
+    return http.respond(MeterEvent, 200, cancel.cancel(identifier, http.actor(router)))
