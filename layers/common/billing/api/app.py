@@ -8,7 +8,7 @@ from http import HTTPStatus
 
 from aws_lambda_powertools.event_handler import Response, content_types
 
-from billing.api import bodies, errors, openapi
+from billing.api import errors, openapi
 from billing.api.idempotency import IdempotentResolver
 from billing.api.lazy import group
 from billing.api.routes import health
@@ -38,7 +38,6 @@ ROUTE_GROUPS = (
 app = IdempotentResolver(enable_validation=True,
                          response_validation_error_http_code=HTTPStatus.INTERNAL_SERVER_ERROR, groups=ROUTE_GROUPS)
 errors.register(app)
-app.use([bodies.read_every_body])
 app.include_router(health.router)
 # With SnapStart, the snapshot holds every route group: no restored environment loads one.
 snapstart.before_snapshot(app.load)

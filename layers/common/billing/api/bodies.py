@@ -7,29 +7,31 @@ UTF-8) and parsed with the resolver's `json_body_deserializer` (`json.loads`:
 RecursionError on deep nesting, ValueError past Python's int-string limit).
 It turns only `json.JSONDecodeError` into a 422/400, so those three were 500s.
 
-So the resolver reads every body here instead: `StrictResolver` hands
-Powertools events whose `decoded_body` is strict UTF-8 and whose JSON comes
-from `jsonbody.loads`; both raise BadRequest, which the resolver's exception
-handlers answer 400 `bad_request` before the route (or validation) runs.
-Routes that declare no body never make Powertools read one, so
-`read_every_body` (a global middleware) reads it for them: a body sent to
-any route is held to the same rules, and nothing is written.
+So the resolver reads every body here instead: `StrictResolver` reads a
+request's body strictly before Powertools routes it (so a hostile body is
+400 `bad_request` on every route, before the validation of its path and
+query too), and hands Powertools events whose `decoded_body` is strict
+UTF-8 and whose JSON comes from `jsonbody.loads`. Nothing is written.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
+from collections.abc import Mapping
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 
 from billing.core import jsonbody
 from billing.core.errors import BadRequest
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 
 class StrictBodyEvent(APIGatewayProxyEvent):
@@ -57,10 +59,18 @@ class StrictResolver(APIGatewayRestResolver):
     def _to_proxy_event(self, event: dict[str, Any]) -> BaseProxyEvent:
         return StrictBodyEvent(event, self._json_body_deserializer)
 
+    def resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
+        if event.get("body"):
+            try:
+                StrictBodyEvent(dict(event), self._json_body_deserializer).json_body  # noqa: B018 - read to refuse
+            except BadRequest as refused:
+                return refusal(refused)
+        return dict(super().resolve(event, context))
 
-def read_every_body(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
-    """Read the body of a route that declares none (a route that declares one
-    has had it read by validation already; the parse is cached)."""
-    if app.current_event.body:
-        _ = app.current_event.json_body
-    return next_middleware(app)
+
+def refusal(exc: BadRequest) -> dict[str, Any]:
+    """A REST proxy answer for a body refused before routing: the contract's
+    error shape, as billing.api.errors answers every other error."""
+    body = {"error": {"type": exc.error_type, "message": exc.message, "details": exc.details}}
+    return {"statusCode": exc.status, "body": json.dumps(body), "isBase64Encoded": False,
+            "multiValueHeaders": {"Content-Type": ["application/json"]}}
