@@ -183,11 +183,14 @@ def test_cancel_at_period_end_then_resume_then_cancel_now(api: Client) -> None:
 
     canceled = ok(api.post(f"/v1/subscriptions/{created['id']}/cancel", {"at_period_end": False}))
     assert canceled["status"] == "canceled"
-    calls = len(fake_calls(api))
+    # Only the calls a swap makes: the webhook processor may still re-fetch
+    # objects for the events the cancel caused, meanwhile.
+    updates = len([c for c in fake_calls(api) if c["operation"] == "update_subscription"])
     refused = api.post(f"/v1/subscriptions/{created['id']}/swap", {"quantity": 3, "proration_behavior": "none"})
     assert assert_error(refused, 409, "invalid_state")["error"]["details"] == {
         "subscription_id": created["id"], "status": "canceled", "action": "swap"}
-    assert len(fake_calls(api)) == calls  # refused before Stripe was called
+    # Refused before Stripe was called.
+    assert len([c for c in fake_calls(api) if c["operation"] == "update_subscription"]) == updates
     settled(api)
     answer = billing(api, owner_id)
     assert answer["subscriptions"] == [] and answer["entitlements"] == []
