@@ -148,6 +148,7 @@ class FakeStripe:
         router.add_local("POST", "/_local/fake-stripe/products", self._add_product)
         router.add_local("POST", "/_local/fake-stripe/checkout-sessions/{session_id}/complete",
                          self._complete_checkout)
+        router.add_local("POST", "/_local/fake-stripe/dashboard/{object_type}/{object_id}", self._dashboard)
 
     def _rpc(self, request: LocalRequest, params: dict[str, str]) -> tuple[int, Any]:
         status, body = rpc.dispatch(self.fake, request.json())
@@ -231,6 +232,17 @@ class FakeStripe:
         payment_method = str((body or {}).get("payment_method") or "pm_card_visa")
         try:
             return 200, self.fake.complete_checkout_session(params["session_id"], payment_method)
+        except ProcessorFailure as failure:
+            return int(failure.status or 400), {"error": failure.to_dict()}
+
+    def _dashboard(self, request: LocalRequest, params: dict[str, str]) -> tuple[int, Any]:
+        """Change an object as the Stripe Dashboard would (body: the fields to set;
+        metadata merges): the object changes and its updated event is sent."""
+        body = request.json()
+        if not isinstance(body, dict) or not body:
+            raise ValueError('give the fields to change, e.g. {"email": "new@example.com"}')
+        try:
+            return 200, self.fake.dashboard_update(params["object_type"], params["object_id"], body)
         except ProcessorFailure as failure:
             return int(failure.status or 400), {"error": failure.to_dict()}
 

@@ -14,7 +14,8 @@ a consistent picture. The state and the path every call takes are core.py's;
 each resource's calls are a mixin of their own (customers.py,
 payment_methods.py, meters.py, promotions.py; the billing resources build on
 one another: catalog.py, invoices.py, entitlements.py, subscriptions.py,
-test_clock.py, sessions.py).
+test_clock.py, sessions.py; listing.py lists them as Stripe's list endpoints
+do, dashboard.py changes them as the Dashboard does).
 
 Like Stripe, every change the Fake makes records the event it causes, in
 order (events.py); the local stack delivers them, signed, to its webhook
@@ -29,15 +30,15 @@ from collections.abc import Callable
 from billing.processor.base import JSONDict, check_object_type
 from devstack.fake_stripe.cards import TEST_CARDS
 from devstack.fake_stripe.customers import CustomersMixin
+from devstack.fake_stripe.dashboard import DashboardMixin
 from devstack.fake_stripe.events import changed
 from devstack.fake_stripe.invoices import CHARGE_FAILS
 from devstack.fake_stripe.meters import MetersMixin
 from devstack.fake_stripe.payment_methods import PaymentMethodsMixin
 from devstack.fake_stripe.promotions import PromotionsMixin
-from devstack.fake_stripe.sessions import SessionsMixin
 
 
-class FakeProcessor(CustomersMixin, PaymentMethodsMixin, MetersMixin, PromotionsMixin, SessionsMixin):
+class FakeProcessor(CustomersMixin, PaymentMethodsMixin, MetersMixin, PromotionsMixin, DashboardMixin):
     """In-memory Stripe. Thread-safe; every result is a deep copy."""
 
     name = "fake"
