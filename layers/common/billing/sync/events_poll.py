@@ -144,7 +144,9 @@ def poll() -> dict[str, Any]:
                 stored += _start(row, horizon, settings.webhook_events_table)
                 _save(row)
                 continue
-            events = sorted(_events(page), key=lambda e: int(e["created"]))  # oldest first
+            # Stripe's page is newest first, in its list's order (which `created`, in
+            # whole seconds, cannot tell apart): reversed, it is oldest first.
+            events = list(reversed(_events(page)))
             ready = []
             for event in events:
                 if int(event["created"]) > horizon:
