@@ -62,6 +62,8 @@ class Settings:
     stack_name: str = "billing-local"
     # StripeEventSourceName; "" leaves the inbound EventBridge path out, as deployed without it.
     stripe_event_source: str = LOCAL_STRIPE_EVENT_SOURCE
+    # Other template parameters (e.g. EventsPollMinAgeSeconds), as `sam deploy --parameter-overrides`.
+    parameters: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -97,7 +99,7 @@ class LocalStack:
         self.settings = settings
         try:
             self.stack = Stack(settings.template, stack_name=settings.stack_name,
-                               parameters={"MeterApi": settings.meter_api,
+                               parameters={**settings.parameters, "MeterApi": settings.meter_api,
                                            "StripeEventSourceName": settings.stripe_event_source})
         except TemplateError as exc:
             raise StartupError(str(exc)) from None

@@ -60,8 +60,10 @@ class FakeProcessor(CustomersMixin, PaymentMethodsMixin, MetersMixin, Promotions
         *,
         after: bool = False,
         crash: bool = False,
+        skip: int = 0,
     ) -> None:
-        """Make the next `times` calls of `operation` fail (FIFO per operation).
+        """Make the next `times` calls of `operation` fail (FIFO per operation),
+        after `skip` calls that go through (a fault half way through a run).
 
         `status` 429 or 5xx is transient, other 4xx permanent; NETWORK_FAULT (0)
         is a connection failure, or a timeout with code="timeout". With
@@ -72,7 +74,7 @@ class FakeProcessor(CustomersMixin, PaymentMethodsMixin, MetersMixin, Promotions
         between the Stripe call and the DynamoDB write.
         """
         with self._lock:
-            self._faults.add(operation, status, code, times, message, after=after, crash=crash)
+            self._faults.add(operation, status, code, times, message, after=after, crash=crash, skip=skip)
 
     def put_object(self, obj: JSONDict) -> None:
         """Seed or overwrite an object (e.g. a subscription or invoice fixture)
