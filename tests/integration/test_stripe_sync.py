@@ -196,3 +196,17 @@ def test_a_backfill_killed_half_way_resumes_and_imports_every_object_once(api: C
     assert api.post(f"/v1/sync/backfill/{again['id']}/resume").status_code == 409
     assert api.get("/v1/sync/backfill/bf_unknown").status_code == 404
     assert api.post("/v1/sync/backfill", {"types": ["refund"]}).status_code == 422
+
+
+def test_make_backfill_starts_a_run_and_draws_it_until_it_completes(api: Client, sync_stack: LocalStack) -> None:
+    from io import StringIO
+
+    from devstack import backfill as make_backfill
+
+    out = StringIO()
+    assert make_backfill.main(["--url", sync_stack.url, "--types", "product", "price"], out=out) == 0
+    lines = out.getvalue().splitlines()
+    run_id = lines[0].split()[1]
+    assert ok(api.get(f"/v1/sync/backfill/{run_id}"))["status"] == "completed"
+    assert any(line.strip().startswith("product") and "done" in line and "#" * 24 in line for line in lines)
+    assert lines[-1].strip().startswith("completed:") and "0 failed" in lines[-1]
