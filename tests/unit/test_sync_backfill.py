@@ -188,3 +188,14 @@ def test_start_resume_and_read_refuse_what_they_cannot_do(fake: FakeProcessor) -
         backfill_runs.resume(run["id"])
     # A record of an older step has nothing left to do.
     assert backfill.run_step(run["id"], 0) is None
+
+
+def test_a_type_the_key_may_not_list_ends_with_its_error_and_the_run_goes_on(fake: FakeProcessor) -> None:
+    _account(fake)
+    fake.add_fault("list_objects", 403, code="secret_key_required", message="This key may not read coupons.")
+    done = _drive(backfill_runs.start(OPERATOR, types=["coupon", "customer"])["id"])
+    coupons, customers = done["types"]
+    assert coupons["done"] and coupons["seen"] == 0
+    assert coupons["last_error"] == {"object_id": None, "type": "permission_error",
+                                     "message": "This key may not read coupons."}
+    assert customers["applied"] == CUSTOMERS and done["status"] == "completed"

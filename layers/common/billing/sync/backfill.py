@@ -44,6 +44,7 @@ from billing.core.observability import logger
 from billing.data.ledger import Actor
 from billing.data.sync_tables import BackfillRow
 from billing.processor import get_processor
+from billing.processor.errors import ProcessorFailure
 from billing.sync import backfill_runs
 from billing.webhooks import customers, objects, store
 from billing.webhooks.context import Context, Deferred, Malformed
@@ -144,8 +145,22 @@ def run_step(run_id: str, record_step: int) -> dict[str, Any] | None:
         return _finish(row)
     object_type = str(entry["type"])
     # A Stripe failure here (down, rate limited, a bad key) raises: the stream
-    # retries the record from the same cursor, then dead-letters it.
-    page, more, cursor = _page(object_type, int(row.page_size), entry["cursor"])
+    # retries the record from the same cursor, then dead-letters it (a bad
+    # key, 401, too: every type would fail alike). A type the server refuses
+    # to list otherwise (403: this key may not read it; 404 or 400: a
+    # Stripe-compatible server without that list) ends with that error on
+    # its progress, and the run goes on with the next type.
+    try:
+        page, more, cursor = _page(object_type, int(row.page_size), entry["cursor"])
+    except ProcessorFailure as failure:
+        refused = failure.status is not None and 400 <= failure.status < 500 and failure.status != 401
+        if failure.transient or not refused or failure.code == "resource_missing":
+            raise
+        logger.warning("backfill cannot list a type: it is skipped",
+                       extra={"run_id": run_id, "object_type": object_type, "status": failure.status})
+        error = {"object_id": None, "type": failure.type, "message": failure.message}
+        written = backfill_runs.checkpoint(row, object_type, {}, cursor=entry["cursor"], done=True, last_error=error)
+        return {"object_type": object_type, "skipped": True, "checkpointed": written}
     at = int(time.time())
     actor = Actor("system", run_id)
     fetch_id = f"{run_id}.{record_step}"

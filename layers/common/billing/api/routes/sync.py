@@ -23,7 +23,8 @@ ObjectType = Literal["product", "price", "coupon", "promotion_code", "customer",
 
 
 class BackfillError(ResponseModel):
-    object_id: str
+    object_id: str | None = Field(description="The object that failed; null when the whole type could not be "
+                                               "listed (the key may not read it)")
     type: str
     message: str = Field(max_length=512)
 
