@@ -158,8 +158,9 @@ def run_step(run_id: str, record_step: int) -> dict[str, Any] | None:
             raise
         logger.warning("backfill cannot list a type: it is skipped",
                        extra={"run_id": run_id, "object_type": object_type, "status": failure.status})
-        error = {"object_id": None, "type": failure.type, "message": failure.message}
-        written = backfill_runs.checkpoint(row, object_type, {}, cursor=entry["cursor"], done=True, last_error=error)
+        refusal: dict[str, Any] = {"object_id": None, "type": failure.type, "message": failure.message}
+        written = backfill_runs.checkpoint(row, object_type, {}, cursor=entry["cursor"], done=True,
+                                           last_error=refusal)
         return {"object_type": object_type, "skipped": True, "checkpointed": written}
     at = int(time.time())
     actor = Actor("system", run_id)
