@@ -19,6 +19,13 @@ from billing.data.tables import CustomerRow
 from billing.processor.fields import reference, text
 
 STRIPE_COLUMNS: Final = ("email", "name", "currency", "tax_exempt", "preferred_locale", "metadata")
+# A PATCH's watermark id (`last_stripe_event_id`): the row holds Stripe's answer as of that second.
+PATCH_MARK: Final = "patch_"
+
+
+def set_by_patch(last_event_id: str | None) -> bool:
+    """Whether the row's watermark is a PATCH's (Stripe's answer, not an event)."""
+    return bool(last_event_id and last_event_id.startswith(PATCH_MARK))
 
 
 def attrs_from(obj: dict[str, Any]) -> CustomerAttrs:

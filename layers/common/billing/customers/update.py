@@ -24,7 +24,7 @@ from billing.core.pii import scrub
 from billing.customers.create import add_owner_release
 from billing.customers.keys import RESERVED_METADATA, owner_key
 from billing.customers.records import load, to_api
-from billing.customers.stripe_held import apply_columns
+from billing.customers.stripe_held import PATCH_MARK, apply_columns
 from billing.data import ledger
 from billing.data.cancellation import condition_failed
 from billing.data.ledger import Actor
@@ -140,10 +140,11 @@ def update(customer_id: str, changes: dict[str, Any], *, expected_version: int |
 
     With an expected version (If-Match or body lock_version) a stale one is
     412 before Stripe is called, and nothing is written. The row takes
-    Stripe's answer (columns and `data`) with the answer's time as its
-    watermark, as a sync does, so Stripe's customer.updated for this very
-    change settles without a second change (billing.webhooks.customers), and
-    an older event arriving late is stale. A write that loses a race after
+    Stripe's answer (the columns Stripe holds, and in `data` the fields
+    sent) with the answer's time as its watermark, so Stripe's
+    customer.updated for this very change settles without a second change
+    (billing.webhooks.customers), and an older event arriving late is stale.
+    The ledger row names the columns that changed. A write that loses a race after
     Stripe answered re-reads and applies again (Stripe has the change); a
     newer Stripe state already on the row is kept.
     """
@@ -171,12 +172,13 @@ def update(customer_id: str, changes: dict[str, Any], *, expected_version: int |
         if answer is not None:
             newer_on_row = current.last_stripe_event_ts is not None and current.last_stripe_event_ts > answered_at
             if not newer_on_row:  # else the row already holds a later Stripe state, this change included
+                # `data` takes the answer's values of what was sent; the rest of
+                # it follows Stripe's events, as before the PATCH.
                 clean = scrub(answer)
-                changed += sorted(f"data.{k}" for k in set(clean) | set(current.data or {})
-                                  if clean.get(k) != (current.data or {}).get(k))
-                current.data = clean
+                current.data = {**(current.data or {}), **{k: clean.get(k) for k in params}}
                 changed += apply_columns(current, answer)
-                current.last_stripe_event_ts, current.last_stripe_event_id = answered_at, f"patch_{ids.ulid()}"
+                current.last_stripe_event_ts = answered_at
+                current.last_stripe_event_id = f"{PATCH_MARK}{ids.ulid()}"
         elif params:  # no processor customer to send them to: the row is all there is
             for name in ("email", "name", "tax_exempt", "preferred_locale"):
                 if name in changes and getattr(current, name) != changes[name]:

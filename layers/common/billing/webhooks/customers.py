@@ -30,7 +30,13 @@ from billing.core import clock
 from billing.core.pii import scrub
 from billing.customers.create import add_created_from_processor, add_owner_release
 from billing.customers.records import find_by_processor_id
-from billing.customers.stripe_held import STRIPE_COLUMNS, apply_columns, attrs_from, default_payment_method
+from billing.customers.stripe_held import (
+    STRIPE_COLUMNS,
+    apply_columns,
+    attrs_from,
+    default_payment_method,
+    set_by_patch,
+)
 from billing.data import ledger
 from billing.data.tables import CustomerRow
 from billing.data.transactions import retry_on_conflict
@@ -53,11 +59,11 @@ def _create(ctx: Context, obj: dict[str, Any]) -> None:
 
 def _update(ctx: Context, row: CustomerRow, obj: dict[str, Any], *, same_second: bool = False) -> bool:
     """Apply the object; False when it changes nothing and need not be written:
-    a replay of what is there, or Stripe's current object (re-fetched for an
-    event in the watermark's second) that the row already shows. The latter is
-    what a PATCH's own customer.updated meets: the PATCH wrote Stripe's answer
-    with its time as the watermark, so that event settles without a write (no
-    second ledger row, no new lock_version for the caller's ETag)."""
+    a replay of what is there, or, in the second of a PATCH's watermark,
+    Stripe's current object (re-fetched) that the row already shows. The
+    latter is what a PATCH's own customer.updated meets (the PATCH wrote
+    Stripe's answer with its time as the watermark), so it settles without a
+    write: no second ledger row, no new lock_version for the caller's ETag."""
     deleting = ctx.type == "customer.deleted" or obj.get("deleted") is True
     changed: list[str] = []
     if not obj.get("deleted"):  # a deleted customer re-fetched is a stub: keep the last state
@@ -70,7 +76,8 @@ def _update(ctx: Context, row: CustomerRow, obj: dict[str, Any], *, same_second:
             row.default_payment_method_id = default
             changed.append("default_payment_method_id")
     release = deleting and not row.deleted_at
-    if not changed and not release and (same_second or ctx.skip_unchanged(row.last_stripe_event_id)):
+    settled_by_patch = same_second and set_by_patch(row.last_stripe_event_id)
+    if not changed and not release and (settled_by_patch or ctx.skip_unchanged(row.last_stripe_event_id)):
         return False
     row.updated_at = clock.iso()
     if release:
