@@ -178,6 +178,9 @@ def test_start_resume_and_read_refuse_what_they_cannot_do(fake: FakeProcessor) -
     with pytest.raises(NotFound):
         backfill_runs.get("bf_missing")
     run = backfill_runs.start(OPERATOR, types=["coupon"])
+    with pytest.raises(Conflict) as one_at_a_time:
+        backfill_runs.start(OPERATOR)
+    assert one_at_a_time.value.details == {"running": run["id"]}
     resumed = backfill_runs.resume(run["id"])
     assert resumed["status"] == "running"
     row = backfill_runs.load(run["id"])
@@ -186,6 +189,7 @@ def test_start_resume_and_read_refuse_what_they_cannot_do(fake: FakeProcessor) -
     _drive(run["id"])
     with pytest.raises(Conflict):
         backfill_runs.resume(run["id"])
+    assert backfill_runs.start(OPERATOR, types=["coupon"])["status"] == "running"  # the guard was released
     # A record of an older step has nothing left to do.
     assert backfill.run_step(run["id"], 0) is None
 

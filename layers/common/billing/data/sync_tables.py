@@ -4,6 +4,7 @@ sync with Stripe, one row per thing that moves.
 - BackfillRow: one import of the Stripe account (billing.sync.backfill), its
   checkpoint per object type. Every checkpoint write of a running run is a
   stream record the backfill worker processes: the write is the trigger.
+- BackfillGuardRow: the running run's claim (one run at a time).
 - EventsPollRow: the Events API cursor of the missed-events poll
   (billing.sync.events_poll), one row.
 
@@ -40,6 +41,18 @@ class BackfillRow(Model):
     updated_at = UnicodeAttribute()
     finished_at = UnicodeAttribute(null=True)
     lock_version = VersionAttribute()
+
+
+class BackfillGuardRow(Model):
+    """One run at a time: the running run's claim, put with the run's insert
+    (attribute_not_exists) and deleted with its last checkpoint."""
+
+    class Meta(_Meta):
+        table_name = _table(SYNC_TABLE)
+
+    pk = UnicodeAttribute(hash_key=True)  # "backfill#running"
+    kind = UnicodeAttribute(default="guard")
+    run_id = UnicodeAttribute()
 
 
 class EventsPollRow(Model):

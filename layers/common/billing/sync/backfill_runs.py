@@ -15,19 +15,23 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from pynamodb.exceptions import PutError, UpdateError
+from pynamodb.exceptions import TransactWriteError, UpdateError
+from pynamodb.transactions import TransactWrite
 
 from billing.core import clock, ids
 from billing.core.errors import Conflict, NotFound, ValidationFailed
+from billing.data.cancellation import condition_failed
 from billing.data.ledger import Actor
 from billing.data.reads import find
-from billing.data.sync_tables import BackfillRow
+from billing.data.sync_tables import BackfillGuardRow, BackfillRow
+from billing.data.tables import connection
 
 RUNNING, COMPLETED = "running", "completed"
 TYPES: Final = ("product", "price", "coupon", "promotion_code", "customer", "payment_method", "subscription",
                 "invoice", "charge")
 COUNTS: Final = ("seen", "applied", "unchanged", "stale", "failed")
 DEFAULT_PAGE_SIZE: Final = 100
+RUNNING_GUARD: Final = "backfill#running"
 
 
 def _progress(object_type: str) -> dict[str, Any]:
@@ -61,7 +65,9 @@ def get(run_id: str) -> dict[str, Any]:
 
 def start(actor: Actor, *, types: list[str] | None = None, page_size: int = DEFAULT_PAGE_SIZE) -> dict[str, Any]:
     """A new run, running from its first type: the insert is the worker's
-    first stream record. Types keep TYPES order whatever order they come in."""
+    first stream record. Types keep TYPES order whatever order they come in.
+    One run at a time (a guard item claimed with the insert, released by the
+    last checkpoint): while one runs, 409 naming it."""
     chosen = list(TYPES) if not types else [t for t in TYPES if t in set(types)]
     unknown = sorted(set(types or []) - set(TYPES))
     if unknown or not chosen:
@@ -74,11 +80,15 @@ def start(actor: Actor, *, types: list[str] | None = None, page_size: int = DEFA
                       progress=[_progress(t) for t in chosen], requested_by=actor.id, started_at=now,
                       updated_at=now)
     try:
-        row.save(condition=BackfillRow.pk.does_not_exist())
-    except PutError as exc:
-        if exc.cause_response_code == "ConditionalCheckFailedException":
-            raise Conflict("a backfill with this id exists; retry") from None
-        raise
+        with TransactWrite(connection=connection()) as tw:
+            tw.save(row, condition=BackfillRow.pk.does_not_exist())
+            tw.save(BackfillGuardRow(pk=RUNNING_GUARD, run_id=row.pk), condition=BackfillGuardRow.pk.does_not_exist())
+    except TransactWriteError as exc:
+        if not condition_failed(exc):
+            raise
+        running = find(BackfillGuardRow, RUNNING_GUARD)
+        raise Conflict(f"backfill {running.run_id if running else ''} is running; watch or resume it",
+                       {"running": running.run_id if running else None}) from None
     return to_api(row)
 
 
@@ -120,12 +130,17 @@ def checkpoint(row: BackfillRow, object_type: str, counts: dict[str, int], *, cu
     row.progress = progress
     row.step = int(row.step) + 1
     row.updated_at = clock.iso()
-    if all(p["done"] for p in progress):
+    completed = all(p["done"] for p in progress)
+    if completed:
         row.status, row.finished_at = COMPLETED, row.updated_at
     try:
-        row.save()  # conditional on the lock_version read
-    except PutError as exc:
-        if exc.cause_response_code == "ConditionalCheckFailedException":
+        with TransactWrite(connection=connection()) as tw:
+            tw.save(row)  # conditional on the lock_version read
+            if completed:  # the next run may start
+                tw.delete(BackfillGuardRow(pk=RUNNING_GUARD),
+                          condition=(BackfillGuardRow.run_id == row.pk) | BackfillGuardRow.pk.does_not_exist())
+    except TransactWriteError as exc:
+        if condition_failed(exc):
             return False
         raise
     return True

@@ -73,7 +73,7 @@ class StartBackfill(BaseModel):
 
 
 @router.post("/v1/sync/backfill", summary="Start importing the Stripe account (resumable)", tags=["sync"],
-             responses={202: success("Started"), **error_responses(400, 422)})
+             responses={202: success("Started"), **error_responses(400, 409, 422)})
 def start_backfill(body: Annotated[StartBackfill | None, Body()] = None) -> Response[Backfill]:
     request = body or StartBackfill()
     run = backfill_runs.start(http.actor(router), types=list(request.types or []) or None,
