@@ -108,8 +108,12 @@ def test_an_event_a_webhook_brought_is_not_stored_again_and_is_applied_once(stri
     assert set(_process_stored().values()) == {"processed"}
     row = records.find_by_processor_id(customer["id"])
     assert row is not None and row.name == "Renamed"
-    # One row, created once: the late customer.created changed nothing the rename had not shown.
-    assert [r.type for r in LedgerRow.query(f"customer#{row.pk}")] == ["customer.created"]
+    # Each event applied once: the rename made the row (its ledger row names no event, the
+    # user path's shape), the late customer.created moved the watermark and changed nothing.
+    rows = list(LedgerRow.query(f"customer#{row.pk}"))
+    by_event = [r.data.get("stripe_event_id") for r in rows if r.data.get("stripe_event_id")]
+    assert len(rows) == 2 and len(by_event) == len(set(by_event)) == 1
+    assert all(r.data.get("changed_fields", []) == [] for r in rows if r.data.get("stripe_event_id"))
     assert events_poll.poll()["stored"] == 0
 
 
