@@ -207,6 +207,13 @@ TRIGGER_ARGS ?=
 trigger: $(DEV_STAMP) ## send a sample Stripe event to `make run` (EVENT=customer.updated VIA=webhook|eventbridge TRIGGER_ARGS="--set ...")
 	$(BIN)/python -m devstack.trigger $(EVENT) --via $(VIA) $(TRIGGER_ARGS)
 
+# Import the Stripe account into the running `make run` stack (DESIGN.md section 8),
+# with a progress bar per object type; e.g. BACKFILL_ARGS="--types customer payment_method".
+BACKFILL_ARGS ?=
+.PHONY: backfill
+backfill: $(DEV_STAMP) ## import the Stripe account into `make run` (resumable; BACKFILL_ARGS="--types ... | --watch ID | --resume ID")
+	$(BIN)/python -m devstack.backfill $(BACKFILL_ARGS)
+
 .PHONY: clean distclean
 clean: ## build output and tool caches
 	rm -rf .aws-sam .mypy_cache .ruff_cache .pytest_cache .hypothesis

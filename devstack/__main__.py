@@ -30,7 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    processor = "Stripe (STRIPE_API_KEY)" if settings.stripe_api_key else "Fake"
+    processor = "Fake"
+    if settings.stripe_api_key:
+        processor = f"Stripe-compatible server at {settings.stripe_api_base} (STRIPE_API_BASE)" \
+            if settings.stripe_api_base else "Stripe (STRIPE_API_KEY)"
     has_webhook = any(r.path == "/v1/webhooks/stripe" for f in stack.functions for r in f.routes)
     webhook = f"  webhook:    {stack.url}/v1/webhooks/stripe (STRIPE_WEBHOOK_SECRET)\n" if has_webhook else ""
     partner = next((r.event_bus for f in stack.functions for r in f.rules), None)

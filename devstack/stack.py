@@ -45,6 +45,11 @@ class Settings:
     host: str = "127.0.0.1"
     template: Path = ROOT / "template.yaml"
     stripe_api_key: str | None = None
+    # With the key: a Stripe-compatible server (stripe-mock, localstripe) instead of
+    # api.stripe.com, handed to every function as STRIPE_API_BASE (and
+    # STRIPE_METER_EVENTS_BASE for the v2 meter event stream, default the same server).
+    stripe_api_base: str | None = None
+    stripe_meter_events_base: str | None = None
     webhook_secrets: str = "whsec_local_dev"
     meter_api: str = "v1"
     dynamodb_endpoint: str | None = None
@@ -57,6 +62,8 @@ class Settings:
     stack_name: str = "billing-local"
     # StripeEventSourceName; "" leaves the inbound EventBridge path out, as deployed without it.
     stripe_event_source: str = LOCAL_STRIPE_EVENT_SOURCE
+    # Other template parameters (e.g. EventsPollMinAgeSeconds), as `sam deploy --parameter-overrides`.
+    parameters: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -70,6 +77,8 @@ class Settings:
             port=int(raw_port),
             template=Path(env.get("TEMPLATE", str(ROOT / "template.yaml"))),
             stripe_api_key=env.get("STRIPE_API_KEY") or None,
+            stripe_api_base=_base_url(env, "STRIPE_API_BASE"),
+            stripe_meter_events_base=_base_url(env, "STRIPE_METER_EVENTS_BASE"),
             webhook_secrets=env.get("STRIPE_WEBHOOK_SECRET") or "whsec_local_dev",
             meter_api=meter_api,
             dynamodb_endpoint=env.get("DYNAMODB_ENDPOINT_URL") or None,
@@ -78,12 +87,19 @@ class Settings:
         )
 
 
+def _base_url(env: Mapping[str, str], name: str) -> str | None:
+    value = (env.get(name) or "").strip()
+    if value and not value.startswith(("http://", "https://")):
+        raise StartupError(f"{name} must be an http(s) URL, got {value!r}")
+    return value.rstrip("/") or None
+
+
 class LocalStack:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         try:
             self.stack = Stack(settings.template, stack_name=settings.stack_name,
-                               parameters={"MeterApi": settings.meter_api,
+                               parameters={**settings.parameters, "MeterApi": settings.meter_api,
                                            "StripeEventSourceName": settings.stripe_event_source})
         except TemplateError as exc:
             raise StartupError(str(exc)) from None
@@ -210,6 +226,11 @@ class LocalStack:
             # Lets the Fake's client end a worker on a scripted crash.
             "BILLING_LOCAL_STACK": "1",
         }
+        if self.settings.stripe_api_key and self.settings.stripe_api_base:
+            # The layer's StripeSettings reads these (billing.processor.get_processor).
+            env["STRIPE_API_BASE"] = self.settings.stripe_api_base
+            env["STRIPE_METER_EVENTS_BASE"] = (self.settings.stripe_meter_events_base
+                                               or self.settings.stripe_api_base)
         env.update(self.settings.extra_env)
         return env
 

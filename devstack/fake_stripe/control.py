@@ -111,7 +111,7 @@ class FakeStripe:
                 if not batch:
                     break
                 self._stopping.wait(DELIVERY_DELAY_SECONDS)
-                for event in batch:
+                for index, event in enumerate(batch, start=position + 1):
                     if self._stopping.is_set():
                         return
                     if self._held.is_set():
@@ -120,7 +120,8 @@ class FakeStripe:
                     with self._progress:
                         if generation != self._generation:
                             break  # reset meanwhile: start over on the new log
-                        self._delivered += 1
+                        # (max: events skipped meanwhile stay skipped)
+                        self._delivered = max(self._delivered, index)
                         self._progress.notify_all()
 
     def _deliver_with_retries(self, event: dict[str, Any]) -> None:
@@ -148,6 +149,7 @@ class FakeStripe:
         router.add_local("POST", "/_local/fake-stripe/products", self._add_product)
         router.add_local("POST", "/_local/fake-stripe/checkout-sessions/{session_id}/complete",
                          self._complete_checkout)
+        router.add_local("POST", "/_local/fake-stripe/dashboard/{object_type}/{object_id}", self._dashboard)
 
     def _rpc(self, request: LocalRequest, params: dict[str, str]) -> tuple[int, Any]:
         status, body = rpc.dispatch(self.fake, request.json())
@@ -159,7 +161,7 @@ class FakeStripe:
             raise ValueError('give {"operation": ..., "status": ..., "code": ..., "times": N}')
         self.fake.add_fault(body["operation"], int(body.get("status", 500)), body.get("code"),
                             int(body.get("times", 1)), body.get("message"), after=bool(body.get("after", False)),
-                            crash=bool(body.get("crash", False)))
+                            crash=bool(body.get("crash", False)), skip=int(body.get("skip", 0)))
         return 200, {"pending_faults": self.fake.snapshot()["pending_faults"]}
 
     def _meter_events(self, request: LocalRequest, params: dict[str, str]) -> tuple[int, Any]:
@@ -185,11 +187,26 @@ class FakeStripe:
         self._wake.set()
         return 200, {"reset": True}
 
+    def skip_pending(self) -> int:
+        """Take every event recorded so far as delivered without sending it: the
+        history of an account from before this deployment existed (what a
+        backfill imports). How many were skipped."""
+        with self._progress:
+            count = self.fake.event_count()
+            skipped = max(0, count - self._delivered)
+            self._delivered = count
+            self._progress.notify_all()
+        return skipped
+
     def _delivery(self, request: LocalRequest, params: dict[str, str]) -> tuple[int, Any]:
-        """{"hold": true}: events wait in the log; {"hold": false}: they are delivered (in order)."""
+        """{"hold": true}: events wait in the log; {"hold": false}: they are delivered (in order);
+        {"skip": true} with either: the events waiting are never sent (an account's history)."""
         body = request.json()
         if not isinstance(body, dict) or not isinstance(body.get("hold"), bool):
-            raise ValueError('give {"hold": true} or {"hold": false}')
+            raise ValueError('give {"hold": true} or {"hold": false} (and optionally "skip": true)')
+        if body.get("skip") is True:
+            self.hold(True)
+            self.skip_pending()
         self.hold(body["hold"])
         with self._progress:
             delivered = self._delivered
@@ -232,6 +249,17 @@ class FakeStripe:
         payment_method = str((body or {}).get("payment_method") or "pm_card_visa")
         try:
             return 200, self.fake.complete_checkout_session(params["session_id"], payment_method)
+        except ProcessorFailure as failure:
+            return int(failure.status or 400), {"error": failure.to_dict()}
+
+    def _dashboard(self, request: LocalRequest, params: dict[str, str]) -> tuple[int, Any]:
+        """Change an object as the Stripe Dashboard would (body: the fields to set;
+        metadata merges): the object changes and its updated event is sent."""
+        body = request.json()
+        if not isinstance(body, dict) or not body:
+            raise ValueError('give the fields to change, e.g. {"email": "new@example.com"}')
+        try:
+            return 200, self.fake.dashboard_update(params["object_type"], params["object_id"], body)
         except ProcessorFailure as failure:
             return int(failure.status or 400), {"error": failure.to_dict()}
 

@@ -43,6 +43,10 @@ class EventLog:
         """Deep copies of the events from `position` (0-based) on."""
         return copy.deepcopy(self._events[position:])
 
+    def oldest_first(self) -> list[JSONDict]:
+        """Every event, oldest first: the log itself, not copies (the caller copies what it answers)."""
+        return list(self._events)
+
     def page(self, *, starting_after: str | None = None, limit: int = 100,
              types: frozenset[str] | None = None) -> tuple[list[JSONDict], bool]:
         """Up to `limit` events after the one with id `starting_after` (oldest

@@ -57,6 +57,7 @@ class Fault:
     remaining: int
     after: bool
     crash: bool = False
+    skip: int = 0  # calls that go through before the fault starts
 
 
 class ErrorFactory(Protocol):
@@ -81,8 +82,10 @@ class FaultQueue:
         *,
         after: bool = False,
         crash: bool = False,
+        skip: int = 0,
     ) -> None:
-        """Queue a fault for the next `times` calls of `operation` (see FakeProcessor.add_fault)."""
+        """Queue a fault for the next `times` calls of `operation`, after `skip`
+        calls that go through (see FakeProcessor.add_fault)."""
         if operation not in PROCESSOR_METHODS and operation not in FAULT_ALIASES:
             raise ValueError(f"add_fault: unknown operation {operation!r}")
         if times < 1:
@@ -90,7 +93,7 @@ class FaultQueue:
         if status != NETWORK_FAULT and not 400 <= status <= 599:
             raise ValueError("add_fault: status must be 0 (network) or an HTTP error status")
         self._queues.setdefault(operation, deque()).append(
-            Fault(status, code, message, times, after or crash, crash))
+            Fault(status, code, message, times, after or crash, crash, max(0, int(skip))))
 
     def take(self, operation: str) -> Fault | None:
         """The fault this call of `operation` meets, if any: its own queue
@@ -100,6 +103,9 @@ class FaultQueue:
             queue = self._queues.get(name)
             if queue:
                 fault = queue[0]
+                if fault.skip > 0:
+                    fault.skip -= 1
+                    return None
                 fault.remaining -= 1
                 if fault.remaining <= 0:
                     queue.popleft()

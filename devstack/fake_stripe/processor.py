@@ -14,7 +14,8 @@ a consistent picture. The state and the path every call takes are core.py's;
 each resource's calls are a mixin of their own (customers.py,
 payment_methods.py, meters.py, promotions.py; the billing resources build on
 one another: catalog.py, invoices.py, entitlements.py, subscriptions.py,
-test_clock.py, sessions.py).
+test_clock.py, sessions.py; listing.py lists them as Stripe's list endpoints
+do, dashboard.py changes them as the Dashboard does).
 
 Like Stripe, every change the Fake makes records the event it causes, in
 order (events.py); the local stack delivers them, signed, to its webhook
@@ -29,6 +30,7 @@ from collections.abc import Callable
 from billing.processor.base import JSONDict, check_object_type
 from devstack.fake_stripe.cards import TEST_CARDS
 from devstack.fake_stripe.customers import CustomersMixin
+from devstack.fake_stripe.dashboard import DashboardMixin
 from devstack.fake_stripe.events import changed
 from devstack.fake_stripe.invoices import CHARGE_FAILS
 from devstack.fake_stripe.meter_adjustments import MeterAdjustmentsMixin
@@ -39,7 +41,7 @@ from devstack.fake_stripe.sessions import SessionsMixin
 
 
 class FakeProcessor(CustomersMixin, PaymentMethodsMixin, MetersMixin, MeterAdjustmentsMixin, PromotionsMixin,
-                    SessionsMixin):
+                    SessionsMixin, DashboardMixin):
     """In-memory Stripe. Thread-safe; every result is a deep copy."""
 
     name = "fake"
@@ -61,8 +63,10 @@ class FakeProcessor(CustomersMixin, PaymentMethodsMixin, MetersMixin, MeterAdjus
         *,
         after: bool = False,
         crash: bool = False,
+        skip: int = 0,
     ) -> None:
-        """Make the next `times` calls of `operation` fail (FIFO per operation).
+        """Make the next `times` calls of `operation` fail (FIFO per operation),
+        after `skip` calls that go through (a fault half way through a run).
 
         `status` 429 or 5xx is transient, other 4xx permanent; NETWORK_FAULT (0)
         is a connection failure, or a timeout with code="timeout". With
@@ -73,7 +77,7 @@ class FakeProcessor(CustomersMixin, PaymentMethodsMixin, MetersMixin, MeterAdjus
         between the Stripe call and the DynamoDB write.
         """
         with self._lock:
-            self._faults.add(operation, status, code, times, message, after=after, crash=crash)
+            self._faults.add(operation, status, code, times, message, after=after, crash=crash, skip=skip)
 
     def put_object(self, obj: JSONDict) -> None:
         """Seed or overwrite an object (e.g. a subscription or invoice fixture)

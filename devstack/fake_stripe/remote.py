@@ -28,7 +28,7 @@ import urllib.request
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from billing.processor.base import JSONDict, check_object_type
+from billing.processor.base import MAX_LIST_LIMIT, JSONDict, check_list_type, check_object_type
 from billing.processor.errors import API_ERROR, INVALID_REQUEST, NETWORK, TIMEOUT, ProcessorFailure
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
@@ -200,6 +200,12 @@ class RemoteFakeProcessor:
 
     def list_payment_methods(self, *, customer_id: str) -> list[JSONDict]:
         return cast(list[JSONDict], self._call("list_payment_methods", customer_id=customer_id))
+
+    def list_objects(self, object_type: str, *, limit: int = MAX_LIST_LIMIT, starting_after: str | None = None,
+                     ending_before: str | None = None, params: JSONDict | None = None) -> JSONDict:
+        check_list_type(object_type, limit, params)  # the same ValueError as the other implementations
+        return self._dict("list_objects", object_type, limit=limit, starting_after=starting_after,
+                          ending_before=ending_before, params=params)
 
     def create_checkout_session(self, *, idempotency_key: str, params: JSONDict) -> JSONDict:
         return self._dict("create_checkout_session", idempotency_key=idempotency_key, params=params)

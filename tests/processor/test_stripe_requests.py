@@ -688,3 +688,59 @@ def test_an_entitlement_summary_is_the_customers_active_entitlements(stripe: Str
                                              {"customer": ["cus_1"], "limit": ["100"]})
     assert summary["object"] == "entitlements.active_entitlement_summary" and summary["customer"] == "cus_1"
     assert summary["entitlements"]["data"] == [entitlement]
+
+
+# -- list pages (the backfill and the events poll) ------------------------------------------
+
+LIST_PATHS = {"customer": "/v1/customers", "subscription": "/v1/subscriptions", "invoice": "/v1/invoices",
+              "charge": "/v1/charges", "coupon": "/v1/coupons", "promotion_code": "/v1/promotion_codes",
+              "price": "/v1/prices", "product": "/v1/products", "event": "/v1/events"}
+
+
+@pytest.mark.parametrize("object_type", sorted(LIST_PATHS))
+def test_list_objects_reads_one_page_after_the_cursor(stripe: StripeProcessor, stub: StripeStub,
+                                                       fixtures: dict[str, Any], object_type: str) -> None:
+    obj = fixtures[object_type]
+    stub.reply(200, {"object": "list", "data": [obj], "has_more": True, "url": LIST_PATHS[object_type]})
+    page = stripe.list_objects(object_type, limit=25, starting_after="x_1")
+    assert page == {"object": "list", "data": [obj], "has_more": True, "url": LIST_PATHS[object_type]}
+    request = stub.only()
+    assert (request.method, request.path) == ("GET", LIST_PATHS[object_type])
+    expected = {"limit": ["25"], "starting_after": ["x_1"]}
+    if object_type == "subscription":
+        expected["status"] = ["all"]  # Stripe's default would leave canceled ones out
+    assert request.query == expected
+    assert_api_key_auth(request)
+
+
+def test_list_objects_pages_newer_events_and_filters(stripe: StripeProcessor, stub: StripeStub,
+                                                     fixtures: dict[str, Any]) -> None:
+    stub.reply(200, {"object": "list", "data": [fixtures["event"]], "has_more": False, "url": "/v1/events"})
+    stub.reply(200, {"object": "list", "data": [fixtures["payment_method"]], "has_more": False,
+                     "url": "/v1/payment_methods"})
+    events = stripe.list_objects("event", ending_before="evt_cursor", params={"created": {"lte": 1700000000}})
+    methods = stripe.list_objects("payment_method", limit=100, params={"customer": "cus_1"})
+    assert not events["has_more"] and events["data"][0]["id"] == fixtures["event"]["id"]
+    assert methods["data"][0]["id"] == fixtures["payment_method"]["id"]
+    newer, pms = stub.requests
+    assert (newer.path, newer.query) == ("/v1/events", {"ending_before": ["evt_cursor"], "limit": ["100"],
+                                                        "created[lte]": ["1700000000"]})
+    assert (pms.path, pms.query) == ("/v1/payment_methods", {"customer": ["cus_1"], "limit": ["100"]})
+
+
+def test_list_objects_refuses_what_stripe_cannot_list(stripe: StripeProcessor, stub: StripeStub) -> None:
+    with pytest.raises(ValueError, match="per customer"):
+        stripe.list_objects("payment_method")
+    with pytest.raises(ValueError, match="unsupported"):
+        stripe.list_objects("refund")
+    with pytest.raises(ValueError, match="limit"):
+        stripe.list_objects("customer", limit=101)
+    assert stub.requests == []
+
+
+def test_an_unknown_cursor_is_resource_missing(stripe: StripeProcessor, stub: StripeStub) -> None:
+    stub.reply(404, {"error": {"type": "invalid_request_error", "code": "resource_missing",
+                               "param": "ending_before", "message": "No such event: 'evt_gone'"}})
+    with pytest.raises(ProcessorFailure) as failure:
+        stripe.list_objects("event", ending_before="evt_gone")
+    assert (failure.value.code, failure.value.transient) == ("resource_missing", False)

@@ -31,6 +31,7 @@ Template = dict[str, Any]
 METER_EVENTS_TABLE = "MeterEventsTable"
 WEBHOOK_EVENTS_TABLE = "WebhookEventsTable"
 EVENTS_TABLE = "EventsTable"
+SYNC_TABLE = "SyncTable"
 OPEN_ROUTES = frozenset({("GET", "/v1/health"), ("POST", "/v1/webhooks/stripe")})
 
 FUNCTION_TYPES = ("AWS::Serverless::Function", "AWS::Lambda::Function")
@@ -221,8 +222,10 @@ def test_every_stream_mapping_reports_item_failures_and_has_an_on_failure_destin
     assert mapping_violations(mappings) == [], [m.name for m in mappings]
     for m in mappings:
         stream = m.properties.get("Stream", m.properties.get("EventSourceArn"))
-        # The outbox, the webhook inbox and (DESIGN.md section 8) the ledger, which feeds the bus.
-        assert any(refers_to(stream, t) for t in (METER_EVENTS_TABLE, WEBHOOK_EVENTS_TABLE, EVENTS_TABLE)), \
+        # The outbox, the webhook inbox and (DESIGN.md section 8) the ledger, which feeds the bus,
+        # and the sync table, whose backfill checkpoints drive the backfill worker.
+        assert any(refers_to(stream, t)
+                   for t in (METER_EVENTS_TABLE, WEBHOOK_EVENTS_TABLE, EVENTS_TABLE, SYNC_TABLE)), \
             f"{m.name}: reads the stream of a table the design gives none ({stream})"
 
 

@@ -26,6 +26,8 @@ FUNCTIONS = {
     "MeterSweeperFunction": settings.MeterSweeperSettings,
     "StripeEventsFunction": settings.StripeEventsSettings,
     "EventPublisherFunction": settings.EventPublisherSettings,
+    "BackfillFunction": settings.BackfillSettings,
+    "EventsPollFunction": settings.EventsPollSettings,
 }
 # StripeEventsFunction exists only with a partner event source (template Condition).
 PARAMETERS = {"StripeEventSourceName": "aws.partner/stripe.com/ed_test_settings"}

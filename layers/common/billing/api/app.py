@@ -28,6 +28,7 @@ ROUTE_GROUPS = (
     group("invoices", "/v1/invoices", "/v1/charges"),
     group("billing", "/v1/owners/*/*/billing", "/v1/owners/*/*/entitlements", "/v1/customers/*/checkout-sessions",
           "/v1/customers/*/portal-sessions", "/v1/customers/*/sync"),
+    group("sync", "/v1/sync"),
 )
 
 # Every route returns Response[Model]: Powertools validates the body against the

@@ -34,6 +34,7 @@ PRICES_TABLE: Final = "PRICES_TABLE"
 PRODUCTS_TABLE: Final = "PRODUCTS_TABLE"
 ENTITLEMENTS_TABLE: Final = "ENTITLEMENTS_TABLE"
 IDEMPOTENCY_TABLE: Final = "IDEMPOTENCY_TABLE"
+SYNC_TABLE: Final = "SYNC_TABLE"
 
 
 def env(name: str, default: Any = dataclasses.MISSING) -> Any:
@@ -116,6 +117,8 @@ class ApiSettings(CustomerTables, BillingTables, StripeSettings):
     webhook_events_table: str = env(WEBHOOK_EVENTS_TABLE)
     # Responses kept for Idempotency-Key replays (billing.api.idempotency).
     idempotency_table: str = env(IDEMPOTENCY_TABLE)
+    # Backfill runs: started and watched through the API (billing.sync.backfill_runs).
+    sync_table: str = env(SYNC_TABLE)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -155,6 +158,29 @@ class EventPublisherSettings:
     event_bus_name: str = env("EVENT_BUS_NAME")
     events_table: str = env(EVENTS_TABLE)
     meter_events_table: str = env(METER_EVENTS_TABLE)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BackfillSettings(CustomerTables, BillingTables, StripeSettings):
+    """The backfill worker (billing.sync.backfill): Stripe's lists through the
+    reconcile path into every projection, its runs' checkpoints, and the
+    webhook events deferred for want of a customer it brings."""
+
+    sync_table: str = env(SYNC_TABLE)
+    webhook_events_table: str = env(WEBHOOK_EVENTS_TABLE)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EventsPollSettings(StripeSettings):
+    """The events poll (billing.sync.events_poll): Stripe's Events API from the
+    cursor in the sync table into the webhook store (the once-only put)."""
+
+    sync_table: str = env(SYNC_TABLE)
+    webhook_events_table: str = env(WEBHOOK_EVENTS_TABLE)
+    # An event younger than this is left to its webhook (Stripe sends at once).
+    events_poll_min_age_seconds: int = env("EVENTS_POLL_MIN_AGE_SECONDS", 60)
+    # Pages of 100 events read per run at most (a long outage is caught up over runs).
+    events_poll_max_pages: int = env("EVENTS_POLL_MAX_PAGES", 20)
 
 
 # -- reading ---------------------------------------------------------------------------

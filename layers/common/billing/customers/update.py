@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
 from pynamodb.exceptions import TransactWriteError
 from pynamodb.transactions import TransactWrite
 
-from billing.core import clock, metadata
+from billing.core import clock, idempotency, ids, metadata
 from billing.core.errors import Conflict, PreconditionFailed, ValidationFailed
 from billing.core.pii import scrub
 from billing.customers.create import add_owner_release
 from billing.customers.keys import RESERVED_METADATA, owner_key
 from billing.customers.records import load, to_api
+from billing.customers.stripe_held import PATCH_MARK, apply_columns
 from billing.data import ledger
 from billing.data.cancellation import condition_failed
 from billing.data.ledger import Actor
@@ -31,8 +33,6 @@ from billing.data.transactions import retry_on_conflict
 from billing.processor import get_processor
 from billing.processor.errors import ProcessorFailure
 from billing.processor.mapping import raise_for_processor
-
-UPDATABLE = ("email", "name", "currency", "tax_exempt", "preferred_locale", "preferred_timezone")
 
 # Decides a change on the row as read, at a time (the row's new updated_at):
 # None when there is nothing to write, else the ledger row's data.
@@ -74,37 +74,131 @@ def _change(customer_id: str, mutate: Mutation, ledger_type: str, actor: Actor, 
     return retry_on_conflict(attempt, subject="the customer")
 
 
+# PATCH fields Stripe holds (they go to Stripe first) and those only this deployment holds.
+STRIPE_FIELDS = ("email", "name", "tax_exempt", "preferred_locale", "metadata")
+LOCAL_FIELDS = ("currency", "preferred_timezone")
+
+
+def _check_version(row: CustomerRow, expected_version: int | None) -> None:
+    if expected_version is not None and row.lock_version != expected_version:
+        raise PreconditionFailed(f"lock_version {expected_version} is stale; the customer is at {row.lock_version}",
+                                 {"lock_version": row.lock_version})
+
+
+def _merged_metadata(row: CustomerRow, delta: dict[str, Any]) -> dict[str, str]:
+    """Stripe's merge of a metadata delta, refused (422) when it would set the owner keys."""
+    merged = metadata.merge(row.metadata or {}, delta)
+    if set(merged) & set(RESERVED_METADATA) - set(row.metadata or {}):
+        raise ValidationFailed("invalid metadata: owner_type, owner_id",
+                               {"metadata": {"owner_type": "reserved", "owner_id": "reserved"}})
+    return merged
+
+
+def _stripe_params(row: CustomerRow, changes: dict[str, Any]) -> dict[str, Any]:
+    """Stripe's update parameters for the Stripe-held fields that differ from
+    the row (None unsets, as on Stripe; tax_exempt has no unset: "none")."""
+    params: dict[str, Any] = {}
+    for name in ("email", "name"):
+        if name in changes and changes[name] != getattr(row, name):
+            params[name] = changes[name]
+    if "tax_exempt" in changes and (changes["tax_exempt"] or "none") != (row.tax_exempt or "none"):
+        params["tax_exempt"] = changes["tax_exempt"] or "none"
+    if "preferred_locale" in changes and changes["preferred_locale"] != row.preferred_locale:
+        params["preferred_locales"] = [changes["preferred_locale"]] if changes["preferred_locale"] else None
+    if changes.get("metadata") is not None and _merged_metadata(row, changes["metadata"]) != (row.metadata or {}):
+        params["metadata"] = changes["metadata"]
+    return params
+
+
+def _check_currency(row: CustomerRow, changes: dict[str, Any]) -> None:
+    """Stripe sets a customer's currency with its first invoice or
+    subscription and never changes it; before that the currency is ours."""
+    held = (row.data or {}).get("currency")
+    if "currency" in changes and isinstance(held, str) and held and changes["currency"] != held:
+        raise Conflict(f"the customer's currency is {held} at Stripe, which cannot change it",
+                       {"currency": held})
+
+
+def _send_to_stripe(row: CustomerRow, params: dict[str, Any]) -> dict[str, Any]:
+    """Stripe first, under a key derived from the operation, the customer, the
+    version read and the request (billing.core.idempotency): the same request
+    retried is the same Stripe call. A refusal changes nothing here."""
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+    key = idempotency.processor_key("customer-update", row.pk, str(row.lock_version), digest)
+    try:
+        return get_processor().update_customer(str(row.processor_id), idempotency_key=key, fields=params)
+    except ProcessorFailure as failure:
+        raise_for_processor(failure)
+
+
 def update(customer_id: str, changes: dict[str, Any], *, expected_version: int | None, actor: Actor
            ) -> dict[str, Any]:
-    """Local update with optimistic locking.
+    """PATCH: the fields Stripe holds go to Stripe first, then the row and its
+    ledger row in one transaction; fields only this deployment holds
+    (preferred_timezone; currency until Stripe has one) go to the row only,
+    and a change of only those never calls Stripe.
 
     With an expected version (If-Match or body lock_version) a stale one is
-    412 and nothing is written. Without one, a concurrent write (a webhook,
-    say) makes us re-read and re-apply, so neither change is lost.
+    412 before Stripe is called, and nothing is written. The row takes
+    Stripe's answer (the columns Stripe holds, and in `data` the fields
+    sent) with the answer's time as its watermark, so Stripe's
+    customer.updated for this very change settles without a second change
+    (billing.webhooks.customers), and an older event arriving late is stale.
+    The ledger row names the columns that changed. A write that loses a race after
+    Stripe answered re-reads and applies again (Stripe has the change); a
+    newer Stripe state already on the row is kept.
     """
+    row = load(customer_id)
+    _check_version(row, expected_version)
+    if row.deleted_at:
+        raise Conflict(f"customer {customer_id} is deleted")
+    _check_currency(row, changes)
+    params = _stripe_params(row, changes)
+    answer: dict[str, Any] | None = None
+    answered_at = 0
+    if params and row.processor_id:
+        answer = _send_to_stripe(row, params)
+        answered_at = int(time.time())
 
-    def mutate(row: CustomerRow, at: str) -> dict[str, Any] | None:
-        if row.deleted_at:
+    def mutate(current: CustomerRow, at: str) -> dict[str, Any] | None:
+        if current.deleted_at:
             raise Conflict(f"customer {customer_id} is deleted")
+        _check_currency(current, changes)
         changed: list[str] = []
-        for name in UPDATABLE:
-            if name in changes and getattr(row, name) != changes[name]:
-                setattr(row, name, changes[name])
+        for name in LOCAL_FIELDS:
+            if name in changes and getattr(current, name) != changes[name]:
+                setattr(current, name, changes[name])
                 changed.append(name)
-        if "metadata" in changes and changes["metadata"] is not None:
-            merged = metadata.merge(row.metadata or {}, changes["metadata"])
-            if set(merged) & set(RESERVED_METADATA) - set(row.metadata or {}):
-                raise ValidationFailed("invalid metadata: owner_type, owner_id",
-                                       {"metadata": {"owner_type": "reserved", "owner_id": "reserved"}})
-            if merged != (row.metadata or {}):
-                row.metadata = merged
-                changed.append("metadata")
+        if answer is not None:
+            newer_on_row = current.last_stripe_event_ts is not None and current.last_stripe_event_ts > answered_at
+            if not newer_on_row:  # else the row already holds a later Stripe state, this change included
+                # `data` takes the answer's values of what was sent; the rest of
+                # it follows Stripe's events, as before the PATCH.
+                clean = scrub(answer)
+                current.data = {**(current.data or {}), **{k: clean.get(k) for k in params}}
+                changed += apply_columns(current, answer)
+                current.last_stripe_event_ts = answered_at
+                current.last_stripe_event_id = f"{PATCH_MARK}{ids.ulid()}"
+        elif params:  # no processor customer to send them to: the row is all there is
+            for name in ("email", "name", "tax_exempt", "preferred_locale"):
+                if name in changes and getattr(current, name) != changes[name]:
+                    setattr(current, name, changes[name])
+                    changed.append(name)
+            if changes.get("metadata") is not None:
+                merged = _merged_metadata(current, changes["metadata"])
+                if merged != (current.metadata or {}):
+                    current.metadata = merged
+                    changed.append("metadata")
         if not changed:
             return None
-        row.owner_key = owner_key(row.owner_type, row.owner_id) if row.owner_type and row.owner_id else None
+        current.owner_key = owner_key(current.owner_type, current.owner_id) \
+            if current.owner_type and current.owner_id else None
         return {"changed_fields": changed}
 
-    return to_api(_change(customer_id, mutate, "customer.updated", actor, expected_version=expected_version))
+    # After Stripe answered, a lost race re-reads and applies again; before
+    # (nothing sent), the expected version holds to the write.
+    guarded = expected_version if answer is None else None
+    return to_api(_change(customer_id, mutate, "customer.updated", actor, expected_version=guarded))
 
 
 def put_data(customer_id: str, data: dict[str, Any], actor: Actor) -> dict[str, Any]:

@@ -27,6 +27,16 @@ OBJECT_TYPES: Final = frozenset(
     | {"price", "product", "checkout.session", "entitlements.active_entitlement_summary"}
 )
 
+# What list_objects lists: Stripe's list endpoints the backfill and the events poll
+# read (billing.sync). Payment methods are listed per customer (params["customer"]):
+# Stripe lists no account-wide payment methods for payments.
+LIST_TYPES: Final = frozenset(
+    {"customer", "payment_method", "subscription", "invoice", "charge", "coupon", "promotion_code", "price",
+     "product", "event"}
+)
+# Stripe's largest page.
+MAX_LIST_LIMIT: Final = 100
+
 # Stripe's limit on one v2 meter_event_stream request.
 MAX_STREAM_EVENTS: Final = 100
 
@@ -150,6 +160,18 @@ class Processor(Protocol):
         """Every payment method attached to a customer (all pages)."""
         ...
 
+    def list_objects(self, object_type: str, *, limit: int = MAX_LIST_LIMIT, starting_after: str | None = None,
+                     ending_before: str | None = None, params: JSONDict | None = None) -> JSONDict:
+        """One page of Stripe's list endpoint of one of LIST_TYPES, as Stripe answers
+        it: `{"object": "list", "data": [...], "has_more": bool, "url": ...}`, newest
+        first. `starting_after` pages towards older objects; `ending_before` to
+        newer ones (the page nearest the cursor, still newest first; `has_more`:
+        more lie beyond it). `params` are the endpoint's filters (`customer` for
+        payment methods, which it requires; `created` and `types` for events;
+        subscriptions default to every status). An unknown cursor is
+        resource_missing."""
+        ...
+
     def create_checkout_session(self, *, idempotency_key: str, params: JSONDict) -> JSONDict: ...
 
     def create_portal_session(self, *, idempotency_key: str, params: JSONDict) -> JSONDict: ...
@@ -159,6 +181,16 @@ class Processor(Protocol):
 PROCESSOR_METHODS: Final = frozenset(
     name for name, value in vars(Processor).items() if callable(value) and not name.startswith("_")
 )
+
+
+def check_list_type(object_type: str, limit: int, params: JSONDict | None) -> None:
+    """A wrong list call is a programming error, the same for every implementation."""
+    if object_type not in LIST_TYPES:
+        raise ValueError(f"list_objects: unsupported object type {object_type!r}")
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise ValueError(f"list_objects: limit must be between 1 and {MAX_LIST_LIMIT}")
+    if object_type == "payment_method" and not (params or {}).get("customer"):
+        raise ValueError("list_objects: payment methods are listed per customer (params customer)")
 
 
 def check_object_type(object_type: str) -> None:

@@ -16,8 +16,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from billing.processor.base import (
+    MAX_LIST_LIMIT,
     MAX_STREAM_EVENTS,
     JSONDict,
+    check_list_type,
     check_object_type,
     rfc3339,
 )
@@ -339,6 +341,27 @@ class StripeProcessor:
     def list_payment_methods(self, *, customer_id: str) -> list[JSONDict]:
         listed = self._call(self._client.v1.payment_methods.list, {"customer": customer_id, "limit": 100})
         return [_to_dict(p) for p in self._call(lambda: list(listed.auto_paging_iter()))]
+
+    def list_objects(self, object_type: str, *, limit: int = MAX_LIST_LIMIT, starting_after: str | None = None,
+                     ending_before: str | None = None, params: JSONDict | None = None) -> JSONDict:
+        check_list_type(object_type, limit, params)
+        v1 = self._client.v1
+        listers: dict[str, Callable[[Any], Any]] = {
+            "customer": v1.customers.list, "payment_method": v1.payment_methods.list,
+            "subscription": v1.subscriptions.list, "invoice": v1.invoices.list, "charge": v1.charges.list,
+            "coupon": v1.coupons.list, "promotion_code": v1.promotion_codes.list, "price": v1.prices.list,
+            "product": v1.products.list, "event": v1.events.list,
+        }
+        query: JSONDict = {**(params or {}), "limit": limit}
+        if object_type == "subscription":
+            query.setdefault("status", "all")  # Stripe's default leaves canceled ones out
+        if starting_after:
+            query["starting_after"] = starting_after
+        if ending_before:
+            query["ending_before"] = ending_before
+        page = self._call(listers[object_type], query)
+        return {"object": "list", "data": [_to_dict(o) for o in page.data], "has_more": bool(page.has_more),
+                "url": str(getattr(page, "url", "") or "")}
 
     def create_checkout_session(self, *, idempotency_key: str, params: JSONDict) -> JSONDict:
         session = self._call(

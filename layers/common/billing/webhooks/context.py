@@ -97,6 +97,14 @@ class Context:
         """This very event set the watermark already (a redelivery); a replay re-applies."""
         return last_event_id == self.id and not self.replay
 
+    def skip_unchanged(self, last_event_id: str | None) -> bool:
+        """Whether an object that changes nothing on its row writes nothing:
+        for an event, only when it set the row's watermark already (a
+        redelivery or replay of what is there); a new event that changes
+        nothing still moves the watermark and is recorded. An import
+        (billing.sync.backfill) overrides it: an unchanged row is left alone."""
+        return last_event_id == self.id
+
     def refetch(self, object_type: str, object_id: str, fallback: dict[str, Any]) -> dict[str, Any]:
         """The processor's current object (for an event in the watermark's second),
         fetched once per event even when a lock conflict makes us re-read."""

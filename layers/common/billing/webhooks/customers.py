@@ -1,12 +1,18 @@
 """customer.created|updated|deleted into the customers projection.
 
 The processor's object is canonical for `data` (PII keys dropped, as on the
-user path), the default payment method and deletion. The other columns
-(email, name, currency, metadata...) are the host application's own, set
-through the API (PATCH is a local update): a webhook fills them only when
-it creates the row, for a processor customer this deployment has not
-recorded. That row is owned by the customer's metadata owner_type/owner_id
-when present, else unowned, and claims the same guards as the user path
+user path), the default payment method, deletion and the columns Stripe
+holds (STRIPE_COLUMNS: email, name, currency, tax_exempt, preferred_locale
+from preferred_locales[0], metadata without the reserved owner keys), so a
+change made in the Stripe dashboard or the customer portal reaches the row.
+What only this deployment holds stays: preferred_timezone and the owner.
+Stripe's currency is null until its first invoice or subscription sets it;
+until then the row keeps the currency the host application chose. The
+ledger row names the changed fields, never their values (personal data).
+
+A webhook for a processor customer this deployment has not recorded
+creates its row, owned by the customer's metadata owner_type/owner_id when
+present, else unowned, claiming the same guards as the user path
 (billing.customers.create.add_created_from_processor).
 
 customer.created and customer.updated both create an unknown customer:
@@ -23,33 +29,22 @@ from typing import Any
 from billing.core import clock
 from billing.core.pii import scrub
 from billing.customers.create import add_created_from_processor, add_owner_release
-from billing.customers.keys import RESERVED_METADATA, CustomerAttrs
 from billing.customers.records import find_by_processor_id
+from billing.customers.stripe_held import (
+    STRIPE_COLUMNS,
+    apply_columns,
+    attrs_from,
+    default_payment_method,
+    set_by_patch,
+)
 from billing.data import ledger
 from billing.data.tables import CustomerRow
 from billing.data.transactions import retry_on_conflict
-from billing.processor.fields import reference, text
 from billing.webhooks import store
 from billing.webhooks.context import Context, Deferred, order
 
 EVENT_TYPES = ("customer.created", "customer.updated", "customer.deleted")
-
-
-def attrs_from(obj: dict[str, Any]) -> CustomerAttrs:
-    """The columns of a row created from the processor's object (no checks: canonical)."""
-    raw_meta = obj.get("metadata")
-    meta = {k: v for k, v in (raw_meta.items() if isinstance(raw_meta, dict) else ())
-            if isinstance(k, str) and isinstance(v, str) and k not in RESERVED_METADATA}
-    locales = obj.get("preferred_locales")
-    locale = locales[0] if isinstance(locales, list) and locales and isinstance(locales[0], str) else None
-    return CustomerAttrs(email=text(obj.get("email")), name=text(obj.get("name")),
-                                   currency=text(obj.get("currency")), tax_exempt=text(obj.get("tax_exempt")),
-                                   preferred_locale=locale, metadata=meta)
-
-
-def default_payment_method(obj: dict[str, Any]) -> str | None:
-    settings = obj.get("invoice_settings")
-    return reference(settings.get("default_payment_method")) if isinstance(settings, dict) else None
+__all__ = ["EVENT_TYPES", "STRIPE_COLUMNS", "apply", "attrs_from", "default_payment_method"]
 
 
 def _changed(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
@@ -62,20 +57,27 @@ def _create(ctx: Context, obj: dict[str, Any]) -> None:
                                              default_payment_method_id=default_payment_method(obj))
 
 
-def _update(ctx: Context, row: CustomerRow, obj: dict[str, Any]) -> bool:
-    """Apply the object; False when it changes nothing (a replay of what is there)."""
+def _update(ctx: Context, row: CustomerRow, obj: dict[str, Any], *, same_second: bool = False) -> bool:
+    """Apply the object; False when it changes nothing and need not be written:
+    a replay of what is there, or, in the second of a PATCH's watermark,
+    Stripe's current object (re-fetched) that the row already shows. The
+    latter is what a PATCH's own customer.updated meets (the PATCH wrote
+    Stripe's answer with its time as the watermark), so it settles without a
+    write: no second ledger row, no new lock_version for the caller's ETag."""
     deleting = ctx.type == "customer.deleted" or obj.get("deleted") is True
     changed: list[str] = []
     if not obj.get("deleted"):  # a deleted customer re-fetched is a stub: keep the last state
         clean = scrub(obj)
         changed += [f"data.{k}" for k in _changed(row.data or {}, clean)]
         row.data = clean
+        changed += apply_columns(row, obj)
         default = default_payment_method(obj)
         if default != row.default_payment_method_id:
             row.default_payment_method_id = default
             changed.append("default_payment_method_id")
     release = deleting and not row.deleted_at
-    if not changed and not release and row.last_stripe_event_id == ctx.id:
+    settled_by_patch = same_second and set_by_patch(row.last_stripe_event_id)
+    if not changed and not release and (settled_by_patch or ctx.skip_unchanged(row.last_stripe_event_id)):
         return False
     row.updated_at = clock.iso()
     if release:
@@ -110,7 +112,7 @@ def apply(ctx: Context) -> str:
                 if ctx.already_applied(row.last_stripe_event_id):
                     return ctx.finish(store.PROCESSED)
                 current = ctx.refetch("customer", processor_id, fallback=obj)
-            if not _update(ctx, row, current):
+            if not _update(ctx, row, current, same_second=position == 0):
                 return ctx.finish(store.PROCESSED)
         store.redrive_waiting(processor_id)
         return store.PROCESSED

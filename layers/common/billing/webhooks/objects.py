@@ -178,7 +178,7 @@ def apply(ctx: Context, spec: Spec, fetched: dict[str, Any] | None = None) -> st
         row.updated_at = now
         row.last_stripe_event_ts, row.last_stripe_event_id = ctx.created, ctx.id
         changed = sorted(k for k in set(before) | set(row.data) if before.get(k) != row.data.get(k))
-        if not changed and row.lock_version is not None and before_event == ctx.id:
+        if not changed and row.lock_version is not None and ctx.skip_unchanged(before_event):
             return ctx.finish(store.PROCESSED)  # a replay of what is there: nothing to write
         linked_to = getattr(row, "customer_id", None)
         subject = ("customer", linked_to) if linked_to else (spec.object_type, object_id)

@@ -68,6 +68,11 @@ def _handler(event_type: str) -> Handler | None:
     return HANDLERS.get(event_type)
 
 
+def handles(event_type: str) -> bool:
+    """Whether an event of this type changes anything here (else it is `ignored`)."""
+    return _handler(event_type) is not None or _handler(thin.snapshot_type(event_type)) is not None
+
+
 def safe_error(exc: Exception) -> dict[str, Any]:
     """What a failed row may say about an exception: {type, code, message<=512},
     from fields we control, never a payload."""

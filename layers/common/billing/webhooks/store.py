@@ -75,6 +75,7 @@ def to_api(row: WebhookEventRow) -> dict[str, Any]:
         "id": row.pk, "type": row.type, "created": int(row.created), "livemode": row.livemode,
         "object_id": row.object_id, "status": row.status, "attempts": int(row.attempts or 0),
         "replays": int(row.replays or 0), "error": row.error, "received_at": row.received_at,
+        "received_via": row.received_via,
         "updated_at": row.updated_at, "processed_at": row.processed_at,
         "next_attempt_at": _iso(row.next_attempt_at) if row.status == DEFERRED else None,
     }

@@ -151,8 +151,9 @@ def list_customers(
     return http.respond(CustomerList, 200, {"data": data, "next_cursor": next_cursor})
 
 
-@router.patch("/v1/customers/<customer_id>", summary="Update a customer locally", tags=["customers"],
-              responses={200: success("Updated", etag=True), **error_responses(404, 409, 412, 422)})
+@router.patch("/v1/customers/<customer_id>", summary="Update a customer (Stripe first for the fields it holds)",
+              tags=["customers"],
+              responses={200: success("Updated", etag=True), **error_responses(404, 409, 412, 422, 502)})
 def patch_customer(customer_id: str, body: PatchCustomer) -> Response[Customer]:
     customer_id = http.path_param(router, "customer_id", customer_id)
     expected = http.if_match(router)

@@ -43,6 +43,8 @@ class WebhookEvent(ResponseModel):
     replays: int
     error: EventError | None = Field(description="Why the last attempt failed or was deferred")
     received_at: str
+    received_via: str | None = Field(description="The path that stored it first: webhook, eventbridge or poll "
+                                                 "(the events poll found it)")
     updated_at: str | None
     processed_at: str | None
     next_attempt_at: str | None = Field(description="When a deferred event is tried again")
