@@ -37,11 +37,11 @@ from devstack.fake_stripe.meter_adjustments import MeterAdjustmentsMixin
 from devstack.fake_stripe.meters import MetersMixin
 from devstack.fake_stripe.payment_methods import PaymentMethodsMixin
 from devstack.fake_stripe.promotions import PromotionsMixin
-from devstack.fake_stripe.sessions import SessionsMixin
 
 
+# DashboardMixin builds on ListingMixin, which builds on SessionsMixin and the billing resources.
 class FakeProcessor(CustomersMixin, PaymentMethodsMixin, MetersMixin, MeterAdjustmentsMixin, PromotionsMixin,
-                    SessionsMixin, DashboardMixin):
+                    DashboardMixin):
     """In-memory Stripe. Thread-safe; every result is a deep copy."""
 
     name = "fake"
