@@ -16,7 +16,7 @@ import pytest
 from devstack.stack import LocalStack
 from tests.conftest import Client
 from tests.integration.test_health_and_openapi import assert_error
-from tests.integration.webhook_helpers import accepted, event, kinds, settle, settled, stripe_object, uid
+from tests.integration.webhook_helpers import accepted, event, kinds, settle, settled, stripe_object, uid, webhooks_held
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -200,23 +200,26 @@ def test_patch_racing_webhook_put_data_loses_neither_write(stack, api: Client) -
     cid = api.put(owner()).json()["id"]
     settled(api)  # the customer.created webhook: the row is at version 2 before the race
     assert api.get(f"/v1/customers/{cid}").json()["lock_version"] == 2
-    env = {**os.environ, **stack.runtimes["ApiFunction"].env, "PYTHONPATH": f"{ROOT / 'layers/common'}:{ROOT}"}
-    worker = subprocess.Popen(  # noqa: S603 - our own worker script
-        [sys.executable, str(ROOT / "tests/integration/put_data_worker.py"), cid, "20"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    names = [f"name-{i}" for i in range(20)]
-    for name in names:
-        resp = api.patch(f"/v1/customers/{cid}", {"name": name})
-        assert resp.status_code == 200, resp.text
-    _, err = worker.communicate(timeout=120)
-    assert worker.returncode == 0, err
-    final = api.get(f"/v1/customers/{cid}").json()
-    assert final["name"] == names[-1]
-    assert final["data"]["balance"] == 19  # the worker's last put_data
-    types = [e["type"] for e in events_of(api, cid)]
-    assert types.count("customer.updated") == 20
-    assert types.count("customer.data_replaced") == 20
-    assert final["lock_version"] == 2 + 40
+    # Stripe's own customer.updated for each PATCH would be a third writer
+    # (its data replaces the worker's): held until the race is judged.
+    with webhooks_held(api):
+        env = {**os.environ, **stack.runtimes["ApiFunction"].env, "PYTHONPATH": f"{ROOT / 'layers/common'}:{ROOT}"}
+        worker = subprocess.Popen(  # noqa: S603 - our own worker script
+            [sys.executable, str(ROOT / "tests/integration/put_data_worker.py"), cid, "20"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        names = [f"name-{i}" for i in range(20)]
+        for name in names:
+            resp = api.patch(f"/v1/customers/{cid}", {"name": name})
+            assert resp.status_code == 200, resp.text
+        _, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0, err
+        final = api.get(f"/v1/customers/{cid}").json()
+        assert final["name"] == names[-1]
+        assert final["data"]["balance"] == 19  # the worker's last put_data
+        types = [e["type"] for e in events_of(api, cid)]
+        assert types.count("customer.updated") == 20
+        assert types.count("customer.data_replaced") == 20
+        assert final["lock_version"] == 2 + 40
 
 
 # -- tax location ---------------------------------------------------------------------
