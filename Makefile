@@ -125,17 +125,22 @@ typecheck: $(DEV_STAMP) ## mypy (files and strictness in pyproject.toml)
 # The tiers are marked by tests/conftest.py: whatever runs the local stack is
 # `integration`, everything else (in-process) is `unit`.
 PYTEST_ARGS ?=
+# The local-stack tiers wait on deliveries (signed webhooks, stream polls,
+# backoffs) more than they compute: pytest-xdist runs each test file whole on
+# one of WORKERS processes, each with a stack (and tables) of its own.
+WORKERS ?= 4
+XDIST = -n $(WORKERS) --dist loadfile
 .PHONY: unit
 unit: $(DEV_STAMP) ## the fast tier: in-process tests (domain logic on moto, processor, template contract), no local stack
-	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m unit -n auto $(PYTEST_ARGS)
 
 .PHONY: integration
 integration: $(DEV_STAMP) ## the local-stack tier: HTTP against make run's topology, faults, security, fuzz
-	$(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m integration $(XDIST) $(PYTEST_ARGS)
 
 .PHONY: test-dynamodb-local
 test-dynamodb-local: $(DEV_STAMP) ## the local-stack integration suite again, on a real DynamoDB Local (npm + Java 17)
-	$(BIN)/python -m devstack.dynamodb_local -- $(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+	$(BIN)/python -m devstack.dynamodb_local -- $(BIN)/python -m pytest tests/integration $(XDIST) $(PYTEST_ARGS)
 
 .PHONY: template-check
 TEMPLATE_ON := .aws-sam/template-switches-on.yaml

@@ -104,8 +104,12 @@ def stack(function_log: Path) -> Iterator[LocalStack]:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     # DYNAMODB_ENDPOINT_URL runs the same suite against a real DynamoDB Local.
     endpoint = os.environ.get("DYNAMODB_ENDPOINT_URL") or None
+    # One stack per pytest-xdist worker: on a shared DynamoDB Local their
+    # tables must not share names (each embedded moto is a server of its own).
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
     local = LocalStack(Settings(port=0, concurrency=4, dynamodb_endpoint=endpoint,
-                                webhook_secrets=",".join(WEBHOOK_SECRETS), function_log=function_log)).start()
+                                webhook_secrets=",".join(WEBHOOK_SECRETS), function_log=function_log,
+                                stack_name=f"billing-local-{worker}" if worker else "billing-local")).start()
     try:
         yield local
     finally:
