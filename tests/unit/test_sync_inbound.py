@@ -32,9 +32,9 @@ API = Actor("api", "arn:aws:iam::123456789012:user/test")
 @pytest.fixture
 def store(fake: FakeProcessor) -> Iterator[FakeProcessor]:
     """The webhook store on moto, with the inbox's client made inside the mock."""
-    inbox._client = None
+    inbox._dynamodb.drop()
     yield fake
-    inbox._client = None
+    inbox._dynamodb.drop()
 
 
 def row(event_id: str) -> WebhookEventRow:

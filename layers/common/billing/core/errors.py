@@ -3,7 +3,7 @@ so the API maps every one of them in a single place (billing.api.resolver)."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 
 class DomainError(Exception):
@@ -21,6 +21,12 @@ class DomainError(Exception):
 
     def to_body(self) -> dict[str, Any]:
         return {"error": {"type": self.error_type, "message": self.message, "details": self.details}}
+
+    @classmethod
+    def of_fields(cls, what: str, problems: dict[str, str]) -> Self:
+        """One error for every offending field of `what`: named in the
+        message, each with its problem in `details.fields`."""
+        return cls(f"{what}: {', '.join(sorted(problems))}", {"fields": problems})
 
 
 class BadRequest(DomainError):

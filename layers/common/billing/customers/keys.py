@@ -41,7 +41,7 @@ def validate_owner(owner_type: str, owner_id: str) -> None:
         elif _CONTROL.search(value):
             problems[name] = "contains control characters"
     if problems:
-        raise ValidationFailed(f"invalid owner: {', '.join(sorted(problems))}", {"fields": problems})
+        raise ValidationFailed.of_fields("invalid owner", problems)
 
 
 def owner_key(owner_type: str, owner_id: str) -> str:

@@ -153,7 +153,7 @@ def validate(req: NewPromotionCode) -> None:
     if req.expires_at is not None and req.expires_at <= int(time.time()):
         problems["expires_at"] = "must be in the future"
     if problems:
-        raise ValidationFailed(f"invalid promotion code: {', '.join(sorted(problems))}", {"fields": problems})
+        raise ValidationFailed.of_fields("invalid promotion code", problems)
     metadata.validate(req.metadata)
 
 

@@ -75,7 +75,7 @@ def validate(req: NewCoupon) -> None:
     if req.redeem_by is not None and req.redeem_by <= int(time.time()):
         problems["redeem_by"] = "must be in the future"
     if problems:
-        raise ValidationFailed(f"invalid coupon: {', '.join(sorted(problems))}", {"fields": problems})
+        raise ValidationFailed.of_fields("invalid coupon", problems)
     metadata.validate(req.metadata)
 
 

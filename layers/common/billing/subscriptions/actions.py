@@ -105,7 +105,7 @@ def _validate(req: NewSubscription) -> None:
     if req.payment_behavior not in PAYMENT_BEHAVIORS:
         problems["payment_behavior"] = f"one of {', '.join(PAYMENT_BEHAVIORS)}"
     if problems:
-        raise ValidationFailed(f"invalid subscription: {', '.join(sorted(problems))}", {"fields": problems})
+        raise ValidationFailed.of_fields("invalid subscription", problems)
     metadata_rules.validate(req.metadata)
 
 

@@ -19,40 +19,19 @@ and skipped: retrying it would only hold its shard back.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
-import boto3
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from botocore.exceptions import BotoCoreError, ClientError
 
-from billing.core import snapstart
+from billing.core.aws import LazyClient
 from billing.core.observability import logger, metrics
 from billing.core.settings import EventPublisherSettings, load
 from billing.sync import bus
 from billing.sync.domain_events import DomainEvent, Unpublishable, from_ledger, from_usage
 
-_lock = threading.Lock()
-_client: Any = None
-
-
-def _events() -> Any:
-    global _client
-    with _lock:
-        if _client is None:
-            # Endpoint from AWS_ENDPOINT_URL_EVENTBRIDGE when set (the local stack's stand-in).
-            _client = boto3.client("events")
-        return _client
-
-
-@snapstart.after_restore
-def _drop_client() -> None:
-    """Built again after a SnapStart restore: its connections and credentials
-    belong to the snapshot's process."""
-    global _client
-    with _lock:
-        _client = None
+_events = LazyClient("events")
 
 
 def put_entries(entries: list[dict[str, Any]]) -> list[bool]:

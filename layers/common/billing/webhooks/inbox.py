@@ -15,15 +15,14 @@ PynamoDB; the row has the attribute names of billing.data.tables.WebhookEventRow
 from __future__ import annotations
 
 import re
-import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import boto3
 from botocore.exceptions import ClientError
 
-from billing.core import clock, snapstart
+from billing.core import clock
+from billing.core.aws import LazyClient
 from billing.core.errors import BadRequest, Unavailable
 from billing.core.observability import logger
 from billing.data.cancellation import retryable_dynamodb_code
@@ -31,8 +30,6 @@ from billing.data.cancellation import retryable_dynamodb_code
 MAX_ID_LENGTH = 255
 
 _IDENTIFIER = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces
-_lock = threading.Lock()
-_client: Any = None
 
 
 @dataclass(frozen=True)
@@ -99,26 +96,11 @@ def read(doc: Any, body: str) -> Delivery:
         problems["livemode"] = "must be a boolean"
     object_id = _object_id(doc, problems)
     if problems or not isinstance(event_id, str) or not isinstance(event_type, str) or created is None:
-        raise BadRequest(f"malformed Stripe event: {', '.join(sorted(problems))}", {"fields": problems})
+        raise BadRequest.of_fields("malformed Stripe event", problems)
     return Delivery(event_id, event_type, created, livemode, object_id, body)
 
 
-def _dynamodb() -> Any:
-    global _client
-    with _lock:
-        if _client is None:
-            # Endpoint from AWS_ENDPOINT_URL_DYNAMODB when set (the local stack).
-            _client = boto3.client("dynamodb")
-        return _client
-
-
-@snapstart.after_restore
-def _drop_client() -> None:
-    """The DynamoDB client is built again after a SnapStart restore (its
-    connections and credentials belong to the snapshot's process)."""
-    global _client
-    with _lock:
-        _client = None
+_dynamodb = LazyClient("dynamodb")
 
 
 def put_once(delivery: Delivery, table: str, *, via: str) -> bool:
