@@ -4,14 +4,12 @@ pages."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from billing.core.errors import NotFound
 from billing.data import pagination
 from billing.data.billing_tables import PriceRow, ProductRow
 from billing.data.reads import find, whole
-from billing.data.tables import hash_key_name, key_names
 
 
 def price_to_api(row: PriceRow) -> dict[str, Any]:
@@ -61,22 +59,11 @@ def list_prices(*, active: bool | None, product: str | None, lookup_key: str | N
                 limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
     """Newest first, from the index of the most selective filter; the other
     filters narrow the page (a short page still carries the cursor on)."""
-    filters: dict[str, Any] = {"lookup_key": lookup_key, "product_id": product,
-                               "active_key": None if active is None else ("active" if active else "inactive")}
-    filters = {k: v for k, v in filters.items() if v is not None}
-    name, index = next(((n, i) for n, i in (("lookup_key", PriceRow.by_lookup_key), ("product_id", PriceRow.by_product),
-                                           ("active_key", PriceRow.by_active)) if n in filters),
-                       ("list_key", PriceRow.by_list))
-    hash_key = filters.get(name, "price")
-    condition: Any = None if include_deleted else PriceRow.deleted_at.does_not_exist()
-    for other, value in filters.items():
-        if other != name:
-            term = getattr(PriceRow, other) == value
-            condition = term if condition is None else condition & term
-    scope = "prices:" + json.dumps([name, hash_key, sorted(filters.items()), include_deleted])
-    start = pagination.decode(cursor, scope=scope, key_names=key_names(PriceRow, index),
-                              pinned={hash_key_name(index): hash_key})
-    found = index.query(hash_key, filter_condition=condition, limit=limit, page_size=limit,
-                        last_evaluated_key=start, scan_index_forward=False)
-    rows = list(found)
-    return [price_to_api(r) for r in rows], pagination.encode(found.last_evaluated_key, scope=scope)
+    filters = {"lookup_key": lookup_key, "product_id": product,
+               "active_key": None if active is None else ("active" if active else "inactive")}
+    rows, next_cursor = pagination.filtered_page(
+        PriceRow, [("lookup_key", PriceRow.by_lookup_key), ("product_id", PriceRow.by_product),
+                   ("active_key", PriceRow.by_active)], filters,
+        everything=(PriceRow.by_list, "price"), name=f"prices:{'all' if include_deleted else 'live'}",
+        condition=None if include_deleted else PriceRow.deleted_at.does_not_exist(), limit=limit, cursor=cursor)
+    return [price_to_api(r) for r in rows], next_cursor

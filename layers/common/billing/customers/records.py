@@ -19,7 +19,6 @@ from billing.data.tables import (
     LedgerRow,
     PaymentMethodRow,
     SubscriptionRow,
-    hash_key_name,
     key_names,
 )
 from billing.processor import processor_name
@@ -104,13 +103,9 @@ def list_customers(filters: dict[str, str], *, limit: int, cursor: str | None,
             term = attr == filters[name]
             condition = term if condition is None else condition & term
     scope = f"customers:{index}:{hash_key}:{'all' if include_deleted else 'live'}"
-    model_index = getattr(CustomerRow, index)
-    start = pagination.decode(cursor, scope=scope, key_names=key_names(CustomerRow, model_index),
-                              pinned={hash_key_name(model_index): hash_key})
-    found = model_index.query(hash_key, filter_condition=condition, limit=limit, page_size=limit,
-                              last_evaluated_key=start, scan_index_forward=False)
-    rows = list(found)
-    return [to_api(r) for r in rows], pagination.encode(found.last_evaluated_key, scope=scope)
+    rows, next_cursor = pagination.query_page(CustomerRow, getattr(CustomerRow, index), hash_key, scope=scope,
+                                              limit=limit, cursor=cursor, condition=condition)
+    return [to_api(r) for r in rows], next_cursor
 
 
 def events(customer_id: str, *, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:

@@ -12,10 +12,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Final
 
+from pynamodb.indexes import GlobalSecondaryIndex
+from pynamodb.models import Model
+
 from billing.core.errors import ValidationFailed
+from billing.data.tables import hash_key_name, key_names
 
 MAX_CURSOR_LENGTH: Final = 4096
 
@@ -72,3 +76,38 @@ def decode(cursor: str | None, *, scope: str, key_names: Collection[str] | None 
     if key_names is not None and not is_key(position, key_names, pinned):
         raise _invalid()
     return position
+
+
+# -- index pages ---------------------------------------------------------------------------------
+
+
+def query_page[M: Model](model: type[M], index: GlobalSecondaryIndex[Any], hash_key: str, *, scope: str, limit: int,
+                         cursor: str | None, condition: Any = None, newest_first: bool = True
+                         ) -> tuple[list[M], str | None]:
+    """One page of `index` at `hash_key`, from this list's cursor to the next
+    one; `condition` narrows the page (a short page still carries the cursor
+    on, as DynamoDB filters after it reads)."""
+    start = decode(cursor, scope=scope, key_names=key_names(model, index), pinned={hash_key_name(index): hash_key})
+    found = index.query(hash_key, filter_condition=condition, limit=limit, page_size=limit,
+                        last_evaluated_key=start, scan_index_forward=not newest_first)
+    rows = list(found)
+    return rows, encode(found.last_evaluated_key, scope=scope)
+
+
+def filtered_page[M: Model](model: type[M], choices: Sequence[tuple[str, GlobalSecondaryIndex[Any]]],
+                            filters: Mapping[str, Any], *, everything: tuple[GlobalSecondaryIndex[Any], str],
+                            name: str, limit: int, cursor: str | None, condition: Any = None
+                            ) -> tuple[list[M], str | None]:
+    """Newest first, from the index of the first filter given in `choices`
+    (the most selective first), else from `everything` (an index and the
+    partition every row is listed under); the other filters narrow the page.
+    `name` (the list, with whatever else changes its rows) scopes the cursor."""
+    given = {key: value for key, value in filters.items() if value is not None}
+    chosen, index = next(((n, i) for n, i in choices if n in given), (None, everything[0]))
+    hash_key = str(given[chosen]) if chosen is not None else everything[1]
+    for other, value in sorted(given.items()):
+        if other != chosen:
+            term = getattr(model, other) == value
+            condition = term if condition is None else condition & term
+    scope = json.dumps([name, chosen, hash_key, sorted(given.items())])
+    return query_page(model, index, hash_key, scope=scope, limit=limit, cursor=cursor, condition=condition)

@@ -8,7 +8,7 @@ from typing import Any
 
 from billing.customers import records as customers
 from billing.data import pagination
-from billing.data.tables import PromotionCodeRow, hash_key_name, key_names
+from billing.data.tables import PromotionCodeRow
 from billing.promotions import coupons
 from billing.promotions.codes import CODE, find, to_api
 from billing.promotions.guards import code_key, guard
@@ -43,14 +43,10 @@ def list_codes(*, active: bool | None, code: str | None, coupon: str | None, sor
     if active is not None:
         narrow(PromotionCodeRow.active == active)
     scope = f"promotion_codes:{index}:{hash_value}:{order}"
-    model_index = getattr(PromotionCodeRow, index)
-    start = pagination.decode(cursor, scope=scope, key_names=key_names(PromotionCodeRow, model_index),
-                              pinned={hash_key_name(model_index): hash_value})
-    found = model_index.query(hash_value, filter_condition=condition, limit=limit,
-                                                   page_size=limit, last_evaluated_key=start,
-                                                   scan_index_forward=order == "asc")
-    rows = list(found)
-    return [to_api(r) for r in rows], pagination.encode(found.last_evaluated_key, scope=scope)
+    rows, next_cursor = pagination.query_page(PromotionCodeRow, getattr(PromotionCodeRow, index), hash_value,
+                                              scope=scope, limit=limit, cursor=cursor, condition=condition,
+                                              newest_first=order != "asc")
+    return [to_api(r) for r in rows], next_cursor
 
 
 def _candidate(code: str, processor_customer_id: str | None) -> PromotionCodeRow | None:

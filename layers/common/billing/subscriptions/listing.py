@@ -4,15 +4,12 @@ newest first, the other filters narrowing the page; never a scan."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
-
-from pynamodb.indexes import GlobalSecondaryIndex
 
 from billing.core.errors import NotFound
 from billing.data import pagination
 from billing.data.reads import find, whole
-from billing.data.tables import ChargeRow, InvoiceRow, SubscriptionRow, hash_key_name, key_names
+from billing.data.tables import ChargeRow, InvoiceRow, SubscriptionRow
 
 Listed = SubscriptionRow | InvoiceRow | ChargeRow
 
@@ -50,48 +47,30 @@ def get_subscription(subscription_id: str) -> dict[str, Any]:
     return subscription_to_api(row)
 
 
-def _page(model: type[Listed], choices: list[tuple[str, GlobalSecondaryIndex[Any]]], filters: dict[str, str | None],
-          *, list_key: str, limit: int, cursor: str | None) -> tuple[list[Any], str | None]:
-    given = {name: value for name, value in filters.items() if value is not None}
-    name, index = next(((n, i) for n, i in choices if n in given), ("list_key", model.by_list))
-    hash_key = given.get(name, list_key)
-    condition: Any = None
-    for other, value in sorted(given.items()):
-        if other != name:
-            term = getattr(model, other) == value
-            condition = term if condition is None else condition & term
-    scope = f"{list_key}s:" + json.dumps([name, hash_key, sorted(given.items())])
-    start = pagination.decode(cursor, scope=scope, key_names=key_names(model, index),
-                              pinned={hash_key_name(index): hash_key})
-    found = index.query(hash_key, filter_condition=condition, limit=limit, page_size=limit,
-                        last_evaluated_key=start, scan_index_forward=False)
-    rows = list(found)
-    return rows, pagination.encode(found.last_evaluated_key, scope=scope)
-
-
 def list_subscriptions(*, customer_id: str | None, status: str | None, price: str | None, limit: int,
                        cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
-    rows, next_cursor = _page(SubscriptionRow, [("customer_id", SubscriptionRow.by_customer),
-                                                ("price_id", SubscriptionRow.by_price),
-                                                ("status", SubscriptionRow.by_status)],
-                              {"customer_id": customer_id, "price_id": price, "status": status},
-                              list_key="subscription", limit=limit, cursor=cursor)
+    rows, next_cursor = pagination.filtered_page(
+        SubscriptionRow, [("customer_id", SubscriptionRow.by_customer), ("price_id", SubscriptionRow.by_price),
+                          ("status", SubscriptionRow.by_status)],
+        {"customer_id": customer_id, "price_id": price, "status": status},
+        everything=(SubscriptionRow.by_list, "subscription"), name="subscriptions", limit=limit, cursor=cursor)
     return [subscription_to_api(r) for r in rows], next_cursor
 
 
 def list_invoices(*, customer_id: str | None, status: str | None, subscription: str | None, limit: int,
                   cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
-    rows, next_cursor = _page(InvoiceRow, [("subscription_id", InvoiceRow.by_subscription),
-                                           ("customer_id", InvoiceRow.by_customer), ("status", InvoiceRow.by_status)],
-                              {"customer_id": customer_id, "subscription_id": subscription, "status": status},
-                              list_key="invoice", limit=limit, cursor=cursor)
+    rows, next_cursor = pagination.filtered_page(
+        InvoiceRow, [("subscription_id", InvoiceRow.by_subscription), ("customer_id", InvoiceRow.by_customer),
+                     ("status", InvoiceRow.by_status)],
+        {"customer_id": customer_id, "subscription_id": subscription, "status": status},
+        everything=(InvoiceRow.by_list, "invoice"), name="invoices", limit=limit, cursor=cursor)
     return [invoice_to_api(r) for r in rows], next_cursor
 
 
 def list_charges(*, customer_id: str | None, subscription: str | None, limit: int, cursor: str | None
                  ) -> tuple[list[dict[str, Any]], str | None]:
-    rows, next_cursor = _page(ChargeRow, [("subscription_id", ChargeRow.by_subscription),
-                                          ("customer_id", ChargeRow.by_customer)],
-                              {"customer_id": customer_id, "subscription_id": subscription},
-                              list_key="charge", limit=limit, cursor=cursor)
+    rows, next_cursor = pagination.filtered_page(
+        ChargeRow, [("subscription_id", ChargeRow.by_subscription), ("customer_id", ChargeRow.by_customer)],
+        {"customer_id": customer_id, "subscription_id": subscription},
+        everything=(ChargeRow.by_list, "charge"), name="charges", limit=limit, cursor=cursor)
     return [charge_to_api(r) for r in rows], next_cursor

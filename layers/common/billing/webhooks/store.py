@@ -29,7 +29,7 @@ from billing.core.errors import NotFound, ValidationFailed
 from billing.core.observability import logger
 from billing.data import pagination
 from billing.data.reads import find
-from billing.data.tables import WebhookEventRow, key_names
+from billing.data.tables import WebhookEventRow
 
 RECEIVED, PROCESSED, IGNORED, STALE, DEFERRED, FAILED = (
     "received", "processed", "ignored", "stale", "deferred", "failed")
@@ -93,12 +93,9 @@ def list_by_status(status: str, *, limit: int, cursor: str | None) -> tuple[list
     if status not in LISTABLE:
         raise ValidationFailed(f"status must be one of {', '.join(LISTABLE)}", {"status": "not listable"})
     scope = f"webhook_events:{status}"
-    start = pagination.decode(cursor, scope=scope, key_names=key_names(WebhookEventRow, WebhookEventRow.by_status),
-                              pinned={"status_key": status})
-    found = WebhookEventRow.by_status.query(status, limit=limit, page_size=limit, scan_index_forward=False,
-                                            last_evaluated_key=start)
-    rows = list(found)
-    return [to_api(r) for r in rows], pagination.encode(found.last_evaluated_key, scope=scope)
+    rows, next_cursor = pagination.query_page(WebhookEventRow, WebhookEventRow.by_status, status, scope=scope,
+                                              limit=limit, cursor=cursor)
+    return [to_api(r) for r in rows], next_cursor
 
 
 # -- requests for a run -------------------------------------------------------------------
