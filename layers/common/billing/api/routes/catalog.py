@@ -11,6 +11,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from pydantic import Field
 
 from billing.api import http
+from billing.api.fields import Cursor, PageSize
 from billing.api.models import ResponseModel
 from billing.api.schemas import error_responses, success
 from billing.catalog import queries
@@ -69,8 +70,8 @@ def list_prices(
     active: Annotated[bool | None, Query()] = None,
     product: Annotated[str | None, Query(min_length=1, max_length=255, description="A product id")] = None,
     lookup_key: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=4096)] = None,
+    limit: PageSize = 20,
+    cursor: Cursor = None,
 ) -> Response[PriceList]:
     data, next_cursor = queries.list_prices(active=active, product=product, lookup_key=lookup_key, limit=limit,
                                             cursor=cursor)

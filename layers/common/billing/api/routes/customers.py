@@ -11,9 +11,9 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from billing.api import http
+from billing.api.fields import Currency, Cursor, PageSize
 from billing.api.models import Customer, CustomerList, LedgerPage, PaymentMethod, PaymentMethodList
 from billing.api.schemas import error_responses, success
-from billing.core.currencies import ISO_4217
 from billing.customers import create, payment_methods, records, update
 from billing.customers.keys import CustomerAttrs
 
@@ -29,7 +29,7 @@ class CustomerFields(BaseModel):
 
     email: str | None = Field(None, max_length=512, examples=["billing@example.com"])
     name: str | None = Field(None, min_length=1, max_length=256)
-    currency: str | None = Field(None, description="ISO 4217, lower case", examples=["usd"])
+    currency: Currency | None = Field(None, description="ISO 4217, lower case", examples=["usd"])
     tax_exempt: Literal["none", "exempt", "reverse"] | None = None
     preferred_locale: str | None = Field(None, max_length=35, examples=["en-US"])
     preferred_timezone: str | None = Field(None, max_length=64, examples=["Europe/Berlin"])
@@ -40,13 +40,6 @@ class CustomerFields(BaseModel):
     def _email(cls, v: str | None) -> str | None:
         if v is not None and not EMAIL.match(v):
             raise ValueError("not an email address")
-        return v
-
-    @field_validator("currency")
-    @classmethod
-    def _currency(cls, v: str | None) -> str | None:
-        if v is not None and v not in ISO_4217:
-            raise ValueError("must be a 3-letter lower-case ISO 4217 code")
         return v
 
     @field_validator("preferred_locale")
@@ -141,8 +134,8 @@ def list_customers(
     currency: Annotated[str | None, Query(pattern="^[a-z]{3}$")] = None,
     processor_id: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
     include_deleted: Annotated[bool, Query()] = False,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=2048)] = None,
+    limit: PageSize = 20,
+    cursor: Cursor = None,
 ) -> Response[CustomerList]:
     filters = {k: v for k, v in {"owner_type": owner_type, "owner_id": owner_id, "email": email,
                                  "currency": currency, "processor_id": processor_id}.items() if v is not None}
@@ -218,8 +211,8 @@ def delete_customer(customer_id: str) -> Response[Customer]:
 @router.get("/v1/customers/<customer_id>/events", summary="The customer's ledger, newest first",
             tags=["customers"], responses={200: success("Ledger rows"), **error_responses(404, 422)})
 def customer_events(customer_id: str,
-                    limit: Annotated[int, Query(ge=1, le=100)] = 50,
-                    cursor: Annotated[str | None, Query(max_length=2048)] = None) -> Response[LedgerPage]:
+                    limit: PageSize = 50,
+                    cursor: Cursor = None) -> Response[LedgerPage]:
     customer_id = http.path_param(router, "customer_id", customer_id)
     data, next_cursor = records.events(customer_id, limit=limit, cursor=cursor)
     return http.respond(LedgerPage, 200, {"data": data, "next_cursor": next_cursor})

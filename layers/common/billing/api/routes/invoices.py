@@ -11,6 +11,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from pydantic import Field
 
 from billing.api import http
+from billing.api.fields import Cursor, PageSize
 from billing.api.models import ResponseModel
 from billing.api.schemas import error_responses, success
 from billing.subscriptions import listing
@@ -69,8 +70,8 @@ def list_invoices(
     customer_id: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
     status: Annotated[Literal["draft", "open", "paid", "uncollectible", "void"] | None, Query()] = None,
     subscription: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=4096)] = None,
+    limit: PageSize = 20,
+    cursor: Cursor = None,
 ) -> Response[InvoiceList]:
     data, next_cursor = listing.list_invoices(customer_id=customer_id, status=status, subscription=subscription,
                                               limit=limit, cursor=cursor)
@@ -82,8 +83,8 @@ def list_invoices(
 def list_charges(
     customer_id: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
     subscription: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=4096)] = None,
+    limit: PageSize = 20,
+    cursor: Cursor = None,
 ) -> Response[ChargeList]:
     data, next_cursor = listing.list_charges(customer_id=customer_id, subscription=subscription, limit=limit,
                                              cursor=cursor)

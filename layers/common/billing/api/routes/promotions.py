@@ -7,12 +7,12 @@ from typing import Annotated, Any, Literal
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from billing.api import http
+from billing.api.fields import Currency, Cursor, PageSize
 from billing.api.models import ResponseModel
 from billing.api.schemas import error_responses, success
-from billing.core.currencies import ISO_4217
 from billing.core.errors import ValidationFailed
 from billing.promotions import codes as promotions
 from billing.promotions import coupons, listing
@@ -93,20 +93,13 @@ class CreateCoupon(BaseModel):
     name: str | None = Field(None, min_length=1, max_length=40)
     percent_off: Percent | None = None
     amount_off: StrictInt | None = Field(None, ge=1, le=10**12, description="In the currency's minor unit")
-    currency: str | None = Field(None, description="ISO 4217, lower case; required with amount_off",
-                                 examples=["usd"])
+    currency: Currency | None = Field(None, description="ISO 4217, lower case; required with amount_off",
+                                      examples=["usd"])
     duration: Literal["once", "repeating", "forever"] = "once"
     duration_in_months: StrictInt | None = Field(None, ge=1, le=1200, description="Only with duration=repeating")
     max_redemptions: StrictInt | None = Field(None, ge=1, le=10**9)
     redeem_by: StrictInt | None = Field(None, ge=1, le=coupons.MAX_TIMESTAMP, description="Unix seconds, future")
     metadata: dict[str, Any] | None = Field(None, description="Stripe metadata rules apply")
-
-    @field_validator("currency")
-    @classmethod
-    def _currency(cls, v: str | None) -> str | None:
-        if v is not None and v not in ISO_4217:
-            raise ValueError("must be a 3-letter lower-case ISO 4217 code")
-        return v
 
     def new(self) -> coupons.NewCoupon:
         return coupons.NewCoupon(
@@ -188,8 +181,8 @@ def list_promotion_codes(
     sort: Annotated[Literal["expires_at", "times_redeemed"], Query(
         description="Not applied with `code` (rows of one code come in index order)")] = "expires_at",
     order: Annotated[Literal["asc", "desc"], Query()] = "asc",
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=4096)] = None,
+    limit: PageSize = 20,
+    cursor: Cursor = None,
 ) -> Response[PromotionCodeList]:
     data, next_cursor = listing.list_codes(active=active, code=code, coupon=coupon, sort=sort, order=order,
                                               limit=limit, cursor=cursor)

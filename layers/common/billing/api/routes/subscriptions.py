@@ -11,6 +11,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from billing.api import http
+from billing.api.fields import Cursor, PageSize
 from billing.api.models import ResponseModel
 from billing.api.schemas import error_responses, success
 from billing.subscriptions import actions, listing
@@ -123,8 +124,8 @@ def list_subscriptions(
     status: Annotated[Literal["incomplete", "incomplete_expired", "trialing", "active", "past_due", "canceled",
                               "unpaid", "paused"] | None, Query()] = None,
     price: Annotated[str | None, Query(pattern=PRICE_ID)] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=4096)] = None,
+    limit: PageSize = 20,
+    cursor: Cursor = None,
 ) -> Response[SubscriptionList]:
     data, next_cursor = listing.list_subscriptions(customer_id=customer_id, status=status, price=price, limit=limit,
                                                    cursor=cursor)

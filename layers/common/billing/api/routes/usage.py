@@ -12,6 +12,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
 from billing.api import http
+from billing.api.fields import Cursor, PageSize
 from billing.api.models import ResponseModel
 from billing.api.schemas import error_responses, success
 from billing.metering import cancel, intake, lifecycle, outbox, queries
@@ -113,8 +114,8 @@ def get_usage(identifier: str) -> Response[MeterEvent]:
 def list_usage(
     status: Annotated[Literal["pending", "reported", "failed", "canceled"] | None, Query()] = None,
     customer_id: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=4096)] = None,
+    limit: PageSize = 20,
+    cursor: Cursor = None,
 ) -> Response[MeterEventList]:
     data, next_cursor = queries.list_usage(status=status, customer_id=customer_id, limit=limit, cursor=cursor)
     return http.respond(MeterEventList, 200, {"data": data, "next_cursor": next_cursor})

@@ -19,6 +19,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from pydantic import BaseModel, Field
 
 from billing.api import http
+from billing.api.fields import Cursor, PageSize
 from billing.api.models import ResponseModel
 from billing.api.schemas import error_responses, success
 from billing.webhooks import store
@@ -65,8 +66,8 @@ def get_webhook_event(event_id: str) -> Response[WebhookEvent]:
             responses={200: success("A page of events"), **error_responses(422)})
 def list_webhook_events(
     status: Annotated[Literal["failed", "deferred"], Query(description="served by a sparse index")] = "failed",
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=2048)] = None,
+    limit: PageSize = 20,
+    cursor: Cursor = None,
 ) -> Response[WebhookEventList]:
     data, next_cursor = store.list_by_status(status, limit=limit, cursor=cursor)
     return http.respond(WebhookEventList, 200, {"data": data, "next_cursor": next_cursor})
