@@ -21,7 +21,7 @@ import pytest
 from billing.customers import create
 from billing.customers.keys import CustomerAttrs
 from billing.data.ledger import Actor
-from billing.data.tables import MeterEventRow
+from billing.data.usage_tables import MeterEventRow
 from billing.metering import cancel, delivery, intake, outbox
 from billing.metering.delivery import DeliveryPolicy, Pending
 from billing.metering.intake import UsageInput

@@ -16,7 +16,7 @@ from billing.core.errors import Conflict, PayloadTooLarge, ValidationFailed
 from billing.customers import create
 from billing.customers.keys import CustomerAttrs
 from billing.data.ledger import Actor
-from billing.data.tables import MeterEventRow
+from billing.data.usage_tables import MeterEventRow
 from billing.metering import batch, cancel, delivery, intake, lanes, outbox, queries, summary, sweeper
 from billing.metering.delivery import DeliveryPolicy, Pending
 from billing.metering.intake import UsageInput

@@ -31,8 +31,8 @@ from billing.core.errors import Conflict
 from billing.core.observability import logger, metrics
 from billing.data.conditional import refused
 from billing.data.ledger import Actor
-from billing.data.tables import MeterEventRow
 from billing.data.transactions import Retry, retry_on_conflict
+from billing.data.usage_tables import MeterEventRow
 from billing.metering import outbox
 from billing.metering.outbox import CANCELED, FAILED, PENDING, REPORTED, canceled_actions, load, to_api
 from billing.processor import get_processor

@@ -45,7 +45,7 @@ from billing.core import clock
 from billing.core.observability import logger, metrics
 from billing.core.settings import DeliverySettings, load
 from billing.data.conditional import refused
-from billing.data.tables import MeterEventRow
+from billing.data.usage_tables import MeterEventRow
 from billing.metering import outbox
 from billing.metering.cancel import cancel_at_stripe
 from billing.processor import get_processor

@@ -25,7 +25,7 @@ from billing.core.observability import logger, metrics
 from billing.customers import records as customers
 from billing.data.conditional import put_new
 from billing.data.ledger import Actor
-from billing.data.tables import MeterEventRow
+from billing.data.usage_tables import MeterEventRow
 from billing.metering.outbox import (
     FUTURE_WINDOW_SECONDS,
     PAST_WINDOW_SECONDS,

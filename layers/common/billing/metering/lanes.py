@@ -25,7 +25,7 @@ from pynamodb.expressions.condition import Condition
 
 from billing.core.errors import ValidationFailed
 from billing.data import pagination
-from billing.data.tables import MeterEventRow
+from billing.data.usage_tables import MeterEventRow
 from billing.metering.outbox import all_lanes
 
 PAGE_ENTRIES: Final = 200

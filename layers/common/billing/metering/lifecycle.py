@@ -17,8 +17,8 @@ from billing.core.observability import logger
 from billing.data.conditional import refused
 from billing.data.ledger import Actor
 from billing.data.reads import find
-from billing.data.tables import MeterEventRow
 from billing.data.transactions import Retry, retry_on_conflict
+from billing.data.usage_tables import MeterEventRow
 from billing.metering.outbox import (
     CANCELED,
     FAILED,

@@ -31,7 +31,7 @@ from pynamodb.expressions.update import Action
 
 from billing.core.errors import ValidationFailed
 from billing.data.reads import load as load_row
-from billing.data.tables import MeterEventRow
+from billing.data.usage_tables import MeterEventRow
 from billing.processor.errors import MAX_MESSAGE_LENGTH
 
 PENDING: Final = "pending"

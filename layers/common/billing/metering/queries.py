@@ -18,7 +18,8 @@ from pynamodb.indexes import GlobalSecondaryIndex
 
 from billing.core.errors import ValidationFailed
 from billing.data import pagination
-from billing.data.tables import MeterEventRow, key_names
+from billing.data.tables import key_names
+from billing.data.usage_tables import MeterEventRow
 from billing.metering import lanes, sweeper
 from billing.metering.outbox import CANCELED, FAILED, PENDING, REPORTED, STATUS_SHARDS, to_api
 

@@ -20,7 +20,7 @@ from typing import Any, Final
 from billing.core import clock
 from billing.core.errors import NotFound, ValidationFailed
 from billing.customers import records as customers
-from billing.data.tables import MeterEventRow
+from billing.data.usage_tables import MeterEventRow
 from billing.metering import lanes, sweeper
 from billing.metering.outbox import FAILED, PENDING, STATUS_SHARDS
 from billing.processor import get_processor

@@ -32,7 +32,7 @@ from pynamodb.expressions.update import Action
 from billing.core import clock, settings
 from billing.core.observability import logger, metrics
 from billing.data.conditional import refused
-from billing.data.tables import MeterEventRow, UsageSweepRow
+from billing.data.usage_tables import MeterEventRow, UsageSweepRow
 from billing.metering.outbox import PENDING, STATUS_SHARDS, all_lanes, status_key
 
 # Rows read per lane per run, at most; a lane further behind catches up on the next runs.
