@@ -182,6 +182,27 @@ def test_checkout_completed_links_the_subscription_before_its_own_events(fake: F
     assert _ledger(customer["id"])[-1] == "checkout.session.completed"
 
 
+def test_checkout_completed_after_a_newer_subscription_event_is_still_recorded(fake: FakeProcessor,
+                                                                              hooks: Deliverer) -> None:
+    customer, _ = _customer(hooks, "u-7b", card=None)
+    session = sessions.checkout(customer["id"], sessions.CheckoutRequest(
+        mode="subscription", success_url="https://app.example.com/done", items=((_price(fake, "pro_monthly")["id"],
+                                                                                  1),)))
+    done = fake.complete_checkout_session(session["id"])
+    checkout_events = [e for e in hooks.pending() if e["type"] == "checkout.session.completed"]
+    hooks.deliver(types={e["type"] for e in hooks.pending()} - {"checkout.session.completed"})
+    fake.advance(60)  # the subscription moves on: its own event is newer than the Checkout's
+    subscription_id = done["session"]["subscription"]
+    actions.cancel(subscription_id, at_period_end=True, actor=API)
+    hooks.deliver()
+    assert listing.get_subscription(subscription_id)["cancel_at_period_end"] is True
+    (late,) = checkout_events
+    assert Deliverer.apply(late) == "processed"
+    # The newer state stays; the Checkout has its ledger row all the same.
+    assert listing.get_subscription(subscription_id)["cancel_at_period_end"] is True
+    assert _ledger(customer["id"])[-1] == "checkout.session.completed"
+
+
 def test_a_swap_with_always_invoice_bills_the_proration_now(fake: FakeProcessor, hooks: Deliverer) -> None:
     customer, pm = _customer(hooks, "u-8")
     created = actions.create(customer["id"], actions.NewSubscription(

@@ -31,10 +31,6 @@ def apply(ctx: Context) -> str:
     if customer is None:
         raise Deferred("customer", processor_customer)
     subscription_id = reference(session.get("subscription"))
-    if subscription_id is not None:
-        current = ctx.refetch("subscription", subscription_id, fallback={})
-        if current:
-            return objects.apply(ctx, objects.SPEC_BY_TYPE["subscription"], current)
 
     def attempt() -> str:
         with ctx.transaction() as tw:
@@ -45,4 +41,15 @@ def apply(ctx: Context) -> str:
                                 "payment_intent_id": reference(session.get("payment_intent"))})
         return store.PROCESSED
 
-    return retry_on_conflict(attempt, subject=f"checkout session {session['id']}")
+    def record() -> str:
+        return retry_on_conflict(attempt, subject=f"checkout session {session['id']}")
+
+    if subscription_id is not None:
+        current = ctx.refetch("subscription", subscription_id, fallback={})
+        if current:
+            # A subscription already projected from a newer event (its own
+            # customer.subscription.* came first) keeps that state; the
+            # Checkout is recorded all the same, so its ledger row (and
+            # domain event) does not depend on the order of delivery.
+            return objects.apply(ctx, objects.SPEC_BY_TYPE["subscription"], current, stale=record)
+    return record()

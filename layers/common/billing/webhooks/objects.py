@@ -146,9 +146,11 @@ def _guard_code(tw: TransactWrite, row: Any, previous_code_key: str | None) -> N
         add_code_guard(tw, row, previous_code_key)
 
 
-def apply(ctx: Context, spec: Spec, fetched: dict[str, Any] | None = None) -> str:
+def apply(ctx: Context, spec: Spec, fetched: dict[str, Any] | None = None, *,
+          stale: Callable[[], str] | None = None) -> str:
     """Apply the event's object (or `fetched`, the processor's current object
-    the event points at) to its projection row."""
+    the event points at) to its projection row. `stale` finishes an event
+    older than the row its own way (one that records a fact of its own)."""
     obj = fetched if fetched is not None else ctx.object(spec.id_field)
     object_id = str(obj[spec.id_field])
 
@@ -158,7 +160,7 @@ def apply(ctx: Context, spec: Spec, fetched: dict[str, Any] | None = None) -> st
         if row is not None:
             position = order(ctx.created, row.last_stripe_event_ts)
             if position < 0:
-                return ctx.finish(store.STALE)
+                return stale() if stale is not None else ctx.finish(store.STALE)
             if position == 0:
                 if ctx.already_applied(row.last_stripe_event_id):
                     return ctx.finish(store.PROCESSED)
