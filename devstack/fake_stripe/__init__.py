@@ -11,7 +11,7 @@ client of it (remote.py) in each worker with billing.processor.set_processor
   takes) and one mixin per resource: customers.py, payment_methods.py,
   meters.py, meter_adjustments.py (cancels and summaries), promotions.py.
 - cards.py (Stripe's test payment methods), faults.py (scripted faults,
-  ProcessCrash), idempotency.py (Stripe's idempotency keys), shapes.py and
+  ProcessCrash), idempotency.py (Stripe's idempotency keys), shapes.py (shapes.json) and
   countries.py (Stripe's object shapes, ISO 3166 codes).
 - rpc.py (one Fake served over HTTP), remote.py (its client in each worker,
   and the worker's exit on a scripted crash).

@@ -11,8 +11,7 @@ import copy
 from typing import Any, Final
 
 from billing.processor.base import JSONDict
-from devstack.fake_stripe.billing_shapes import BILLING_SHAPES
-from devstack.fake_stripe.core import FakeCore
+from devstack.fake_stripe.core import FakeCore, shape
 
 # (name, description, feature lookup keys, [(price lookup key, unit amount in cents, interval)])
 SEED_CATALOG: Final = (
@@ -25,11 +24,6 @@ SEED_CATALOG: Final = (
      (("enterprise_monthly", 9900, "month"), ("enterprise_yearly", 99000, "year"))),
 )
 INTERVALS: Final = ("day", "week", "month", "year")
-
-
-def billing_shape(name: str) -> JSONDict:
-    """A fresh copy of one of Stripe's billing object shapes (billing_shapes.py)."""
-    return copy.deepcopy(BILLING_SHAPES[name])
 
 
 class CatalogMixin(FakeCore):
@@ -87,7 +81,7 @@ class CatalogMixin(FakeCore):
                     "id": self._next_id("feat_fake"), "object": "entitlements.feature", "active": True,
                     "livemode": False, "lookup_key": key, "metadata": {}, "name": key.replace("_", " ").title(),
                 }
-        product = billing_shape("product")
+        product = shape("product")
         product.update(
             id=self._next_id("prod_fake"), name=name.strip(), description=description, created=now, updated=now,
             default_price=None, images=[], metadata={}, package_dimensions=None, shippable=None, type="service",
@@ -103,7 +97,7 @@ class CatalogMixin(FakeCore):
         return {"product": copy.deepcopy(product), "prices": copy.deepcopy(made)}
 
     def _new_price(self, product_id: str, spec: JSONDict, now: int) -> JSONDict:
-        price = billing_shape("price")
+        price = shape("price")
         amount = int(spec["unit_amount"])
         price.update(
             id=self._next_id("price_fake"), product=product_id, created=now, currency=spec.get("currency", "usd"),

@@ -42,7 +42,7 @@ def type_for_status(status: int) -> str:
 
 
 def shape(name: str) -> JSONDict:
-    """A fresh copy of one of Stripe's object shapes (shapes.py)."""
+    """A fresh copy of one of Stripe's object shapes (shapes.json)."""
     return copy.deepcopy(SHAPES[name])
 
 

@@ -12,7 +12,8 @@ from typing import Final
 
 from billing.processor.base import JSONDict
 from devstack.fake_stripe.cards import TEST_CARDS, TestCard
-from devstack.fake_stripe.catalog import CatalogMixin, billing_shape
+from devstack.fake_stripe.catalog import CatalogMixin
+from devstack.fake_stripe.core import shape
 
 # The Fake's cards by fingerprint: a payment method remembers which test card it came from.
 _CARDS_BY_FINGERPRINT: Final = {card.fingerprint: (test_id, card) for test_id, card in TEST_CARDS.items()}
@@ -39,7 +40,7 @@ class InvoicesMixin(CatalogMixin):
                      ) -> JSONDict:
         now = self._billing_now()
         customer = self._customers.get(subscription["customer"]) or {}
-        invoice = billing_shape("invoice")
+        invoice = shape("invoice")
         invoice_id = self._next_id("in_fake")
         subtotal = sum(int(line["amount"]) for line in lines)
         discount = self._discount_amount(subscription, subtotal)
@@ -177,7 +178,7 @@ class InvoicesMixin(CatalogMixin):
 
     def _new_payment_intent(self, customer: str, amount: int, currency: str, payment_method: str | None
                             ) -> JSONDict:
-        intent = billing_shape("payment_intent")
+        intent = shape("payment_intent")
         intent_id = self._next_id("pi_fake")
         intent.update(
             id=intent_id, amount=amount, amount_received=0, currency=currency, customer=customer,
@@ -190,7 +191,7 @@ class InvoicesMixin(CatalogMixin):
         return intent
 
     def _new_setup_intent(self, customer: str) -> JSONDict:
-        intent = billing_shape("setup_intent")
+        intent = shape("setup_intent")
         intent_id = self._next_id("seti_fake")
         intent.update(id=intent_id, customer=customer, created=self._billing_now(), last_setup_error=None,
                       client_secret=f"{intent_id}_secret_fake{self._counters['seti_fake']:05d}",
@@ -207,7 +208,7 @@ class InvoicesMixin(CatalogMixin):
         paid = self._would_pay(payment_method)
         found = self._card_of(payment_method)
         card = found[1] if found else None
-        charge = billing_shape("charge")
+        charge = shape("charge")
         charge_id = self._next_id("ch_fake")
         code, decline_code, message = _DECLINE
         charge.update(

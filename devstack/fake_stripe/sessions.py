@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from billing.processor.base import JSONDict
-from devstack.fake_stripe.catalog import billing_shape
+from devstack.fake_stripe.core import shape
 from devstack.fake_stripe.test_clock import ClockMixin
 
 CHECKOUT_MODES: Final = ("payment", "setup", "subscription")
@@ -66,7 +66,7 @@ class SessionsMixin(ClockMixin):
                               param="allow_promotion_codes")
         items = self._checkout_line_items(params.get("line_items"), mode)
         now = self._billing_now()
-        session = billing_shape("checkout.session")
+        session = shape("checkout.session")
         session_id = self._next_id("cs_test_fake")
         amount = sum(p["unit_amount"] * q for p, q in items)
         trial = (params.get("subscription_data") or {}).get("trial_period_days")

@@ -1,140 +1,15 @@
 """Stripe object shapes the Fake builds its responses from.
 
-Copied unchanged from the project's Stripe fixtures (shared/stripe-fixtures/
-objects.json, itself taken from `openapi/fixtures3.json` in Stripe's public
-OpenAPI repository, MIT licensed). They are kept here as code, so the Fake
-reads nothing outside the repository at run time. The Fake deep-copies one
-and overwrites what it knows, so every field a real response has is present.
+shapes.json holds them, copied unchanged from the project's Stripe fixtures
+(shared/stripe-fixtures/objects.json, itself taken from `openapi/fixtures3.json`
+in Stripe's public OpenAPI repository, MIT licensed): data, kept in the
+repository so the Fake reads nothing outside it at run time. The Fake
+deep-copies one and overwrites what it knows, so every field a real response
+has is present.
 """
 
+import json
+from pathlib import Path
 from typing import Any, Final
 
-SHAPES: Final[dict[str, dict[str, Any]]] = {
-    "customer": {
-        "address": {"city": None, "country": None, "line1": None, "line2": None, "postal_code": None, "state": None},
-        "balance": 0,
-        "created": 1234567890,
-        "currency": "usd",
-        "default_source": None,
-        "delinquent": False,
-        "description": None,
-        "discount": {
-            "checkout_session": None,
-            "customer": None,
-            "customer_account": None,
-            "end": None,
-            "id": "obj_123",
-            "invoice": None,
-            "invoice_item": None,
-            "object": "discount",
-            "promotion_code": None,
-            "source": {"coupon": None, "type": "coupon"},
-            "start": 109757538,
-            "subscription": None,
-            "subscription_item": None,
-        },
-        "email": None,
-        "id": "cus_QXg1o8vcGmoR32",
-        "invoice_prefix": "7FE1103",
-        "invoice_settings": {
-            "custom_fields": None,
-            "default_payment_method": None,
-            "footer": None,
-            "rendering_options": {"amount_tax_display": None, "template": None},
-        },
-        "livemode": False,
-        "metadata": {},
-        "name": None,
-        "next_invoice_sequence": 1,
-        "object": "customer",
-        "phone": None,
-        "preferred_locales": [],
-        "shipping": {},
-        "tax_exempt": "none",
-        "test_clock": None,
-    },
-    "deleted_customer": {"deleted": True, "id": "cus_QXg1o8vcGmoR32", "object": "customer"},
-    "payment_method": {
-        "allow_redisplay": "unspecified",
-        "billing_details": {
-            "address": {
-                "city": "San Francisco",
-                "country": "US",
-                "line1": "1234 Fake Street",
-                "line2": None,
-                "postal_code": "94102",
-                "state": "CA",
-            },
-            "email": "jenny@example.com",
-            "name": None,
-            "phone": "+15555555555",
-            "tax_id": None,
-        },
-        "card": {
-            "brand": "visa",
-            "checks": {"address_line1_check": None, "address_postal_code_check": None, "cvc_check": "pass"},
-            "country": "US",
-            "display_brand": "visa",
-            "exp_month": 8,
-            "exp_year": 2030,
-            "fingerprint": "AOB934RVNwzk6xtn",
-            "funding": "credit",
-            "generated_from": {"charge": None, "payment_method_details": {"type": "type"}, "setup_attempt": None},
-            "last4": "4242",
-            "networks": {"available": ["visa"], "preferred": None},
-            "regulated_status": None,
-            "three_d_secure_usage": {"supported": True},
-            "wallet": {"dynamic_last4": None, "type": "link"},
-        },
-        "created": 1234567890,
-        "customer": None,
-        "customer_account": None,
-        "id": "pm_1Pgc75B7WZ01zgkWlHVgdEGJ",
-        "livemode": False,
-        "metadata": {"order_id": "123456789"},
-        "object": "payment_method",
-        "type": "card",
-    },
-    "coupon": {
-        "amount_off": None,
-        "created": 1234567890,
-        "currency": "usd",
-        "duration": "forever",
-        "duration_in_months": 3,
-        "id": "Z4OV52SU",
-        "livemode": False,
-        "max_redemptions": None,
-        "metadata": {},
-        "name": "25.5% off",
-        "object": "coupon",
-        "percent_off": 25.5,
-        "redeem_by": 1234567890,
-        "times_redeemed": 0,
-        "valid": True,
-    },
-    "promotion_code": {
-        "active": False,
-        "code": "FALL20",
-        "created": 1234567890,
-        "customer": None,
-        "customer_account": None,
-        "expires_at": 1234567890,
-        "id": "promo_1Pgc79B7WZ01zgkWNy4mn5NX",
-        "livemode": False,
-        "max_redemptions": None,
-        "metadata": {},
-        "object": "promotion_code",
-        "promotion": {"coupon": None, "type": "coupon"},
-        "restrictions": {"first_time_transaction": False, "minimum_amount": None, "minimum_amount_currency": None},
-        "times_redeemed": 0,
-    },
-    "billing.meter_event": {
-        "created": 1234567890,
-        "event_name": "api_request",
-        "identifier": "1234-1234",
-        "livemode": False,
-        "object": "billing.meter_event",
-        "payload": {"stripe_customer_id": "cus_123", "value": "25"},
-        "timestamp": 1234567890,
-    },
-}
+SHAPES: Final[dict[str, dict[str, Any]]] = json.loads((Path(__file__).with_name("shapes.json")).read_text())

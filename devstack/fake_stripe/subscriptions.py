@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from billing.processor.base import JSONDict
-from devstack.fake_stripe.catalog import billing_shape
+from devstack.fake_stripe.core import shape
 from devstack.fake_stripe.entitlements import EntitlementsMixin
 from devstack.fake_stripe.events import changed
 
@@ -109,7 +109,7 @@ class SubscriptionsMixin(EntitlementsMixin):
         sub_id = self._next_id("sub_fake")
         period_end = trial_end or add_interval(now, first["interval"], first["interval_count"])
         items = [self._item(sub_id, price, quantity, now, period_end) for price, quantity in wanted]
-        sub = billing_shape("subscription")
+        sub = shape("subscription")
         sub.update(
             id=sub_id, customer=customer_id, status="trialing" if trial_end else "incomplete", created=now,
             start_date=now, billing_cycle_anchor=period_end if trial_end else now, billing_cycle_anchor_config=None,
@@ -224,7 +224,7 @@ class SubscriptionsMixin(EntitlementsMixin):
         return str(coupon["id"])
 
     def _item(self, sub_id: str, price: JSONDict, quantity: int, start: int, end: int) -> JSONDict:
-        item = billing_shape("subscription_item")
+        item = shape("subscription_item")
         item.update(id=self._next_id("si_fake"), created=start, current_period_start=start, current_period_end=end,
                     price=copy.deepcopy(price), plan=self._plan(price), quantity=quantity, subscription=sub_id,
                     metadata={}, discounts=[], tax_rates=[], billing_thresholds=None)
