@@ -9,16 +9,13 @@ subscription whose webhooks (entitlements included) were applied.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import uuid
 from typing import Any
 
 import requests
 
-from bench.metering import CountingProxy
-from devstack.dynamodb import EmbeddedMoto
-from devstack.stack import LocalStack, Settings
+from bench.proxy import CountingProxy, counted_stack
 
 CALLS = int(os.environ.get("BENCH_BILLING_CALLS", "50"))
 READ_OPERATIONS = frozenset({"GetItem", "BatchGetItem", "Query", "Scan", "TransactGetItems"})
@@ -33,13 +30,7 @@ def _counted(counter: CountingProxy, url: str) -> tuple[dict[str, int], list[int
 
 
 def run() -> list[dict[str, Any]]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    moto = EmbeddedMoto()
-    moto.start()
-    counter = CountingProxy(moto.url)
-    stack = LocalStack(Settings(port=0, concurrency=2, dynamodb_endpoint=counter.url,
-                                extra_env={"POWERTOOLS_LOG_LEVEL": "WARNING"})).start()
-    try:
+    with counted_stack(concurrency=2) as (stack, counter):
         base = stack.url
         owner = f"/v1/owners/Bench/{uuid.uuid4()}"
         customer = requests.put(f"{base}{owner}/customer", json={}, timeout=30).json()
@@ -54,10 +45,6 @@ def run() -> list[dict[str, Any]]:
         assert answer["subscriptions"] and answer["entitlements"], answer
         billing, billing_statuses = _counted(counter, f"{base}{owner}/billing")
         entitlements, entitlement_statuses = _counted(counter, f"{base}{owner}/entitlements")
-    finally:
-        stack.stop()
-        counter.stop()
-        moto.stop()
     name = "billing"
     rows = []
     for route, counts, statuses, target in (("billing", billing, billing_statuses, 2),

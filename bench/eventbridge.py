@@ -21,7 +21,6 @@ duration is left out (it is not measured here).
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import time
@@ -30,9 +29,9 @@ from typing import Any
 
 import requests
 
-from bench.metering import WRITE_OPERATIONS, CountingProxy
-from devstack.dynamodb import EmbeddedMoto, client
-from devstack.stack import LocalStack, Settings
+from bench.metering import WRITE_OPERATIONS
+from bench.proxy import counted_stack
+from devstack.dynamodb import client
 from devstack.trigger import build, eventbridge_event, signature_header
 
 EVENTS = int(os.environ.get("BENCH_EVENTBRIDGE_EVENTS", "200"))
@@ -63,13 +62,7 @@ def _write_units(item: dict[str, Any]) -> int:
 
 
 def run() -> list[dict[str, Any]]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    moto = EmbeddedMoto()
-    moto.start()
-    counter = CountingProxy(moto.url)
-    stack = LocalStack(Settings(port=0, concurrency=4, dynamodb_endpoint=counter.url, webhook_secrets=SECRET,
-                                extra_env={"POWERTOOLS_LOG_LEVEL": "WARNING"})).start()
-    try:
+    with counted_stack(concurrency=4, webhook_secrets=SECRET) as (stack, counter):
         assert stack.streams is not None and stack.fake_stripe is not None and stack.eventbridge is not None
         base = stack.url
         session = requests.Session()
@@ -109,7 +102,7 @@ def run() -> list[dict[str, Any]]:
         inbound_writes = sum(n for op, n in counter.counts.items() if op in WRITE_OPERATIONS)
         inbound_invocations = inbound.invocations - invocations_before
         ack_calls = len(stack.fake_stripe.fake.calls) - calls_before
-        ddb = client(moto.url)
+        ddb = client(counter.upstream)  # past the proxy: these reads are not the bench's
         webhook_table = next(t.name for t in stack.stack.tables() if t.logical_id == "WebhookEventsTable")
         units = [_write_units(ddb.get_item(TableName=webhook_table, Key={"pk": {"S": e["id"]}})["Item"])
                  for e in events]
@@ -146,10 +139,6 @@ def run() -> list[dict[str, Any]]:
         publisher_invocations = publisher.invocations - publisher_before
         ledger_rows = sum(len(session.get(f"{base}/v1/customers/{c['id']}/events?limit=100", timeout=30)
                               .json()["data"]) for c in customers)
-    finally:
-        stack.stop()
-        counter.stop()
-        moto.stop()
 
     deliveries = EVENTS + DUPLICATES
     mean_units = sum(units) / len(units)

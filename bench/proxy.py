@@ -35,11 +35,17 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import threading
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
+
+from devstack.dynamodb import EmbeddedMoto
+from devstack.stack import LocalStack, Settings
 
 WRITE_OPERATIONS = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})
 READ_OPERATIONS = frozenset({"GetItem", "BatchGetItem", "Query", "Scan", "TransactGetItems"})
@@ -52,6 +58,7 @@ class CountingProxy:
 
     def __init__(self, upstream: str, *, capacity: bool = False,
                  key_names: dict[str, tuple[str, ...]] | None = None) -> None:
+        self.upstream = upstream
         target = urlsplit(upstream)
         self._host, self._port = target.hostname or "127.0.0.1", target.port or 80
         self._lock = threading.Lock()
@@ -225,3 +232,25 @@ class CountingProxy:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+@contextmanager
+def counted_stack(*, concurrency: int, webhook_secrets: str | None = None
+                  ) -> Iterator[tuple[LocalStack, CountingProxy]]:
+    """A local stack on an embedded moto whose every DynamoDB request goes
+    through a CountingProxy, its functions logging warnings only."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    moto = EmbeddedMoto()
+    moto.start()
+    counter = CountingProxy(moto.url)
+    settings = Settings(port=0, concurrency=concurrency, dynamodb_endpoint=counter.url,
+                        extra_env={"POWERTOOLS_LOG_LEVEL": "WARNING"})
+    if webhook_secrets is not None:
+        settings.webhook_secrets = webhook_secrets
+    stack = LocalStack(settings).start()
+    try:
+        yield stack, counter
+    finally:
+        stack.stop()
+        counter.stop()
+        moto.stop()

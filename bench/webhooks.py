@@ -16,7 +16,6 @@ Fake's own record.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import statistics
 import threading
@@ -27,9 +26,8 @@ from typing import Any
 
 import requests
 
-from bench.metering import WRITE_OPERATIONS, CountingProxy
-from devstack.dynamodb import EmbeddedMoto
-from devstack.stack import LocalStack, Settings
+from bench.metering import WRITE_OPERATIONS
+from bench.proxy import counted_stack
 from devstack.trigger import build, signature_header
 
 EVENTS = int(os.environ.get("BENCH_WEBHOOK_EVENTS", "300"))
@@ -59,13 +57,7 @@ def _deliver_all(url: str, payloads: list[bytes]) -> tuple[list[float], list[int
 
 
 def run() -> list[dict[str, Any]]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    moto = EmbeddedMoto()
-    moto.start()
-    counter = CountingProxy(moto.url)
-    stack = LocalStack(Settings(port=0, concurrency=4, dynamodb_endpoint=counter.url, webhook_secrets=SECRET,
-                                extra_env={"POWERTOOLS_LOG_LEVEL": "WARNING"})).start()
-    try:
+    with counted_stack(concurrency=4, webhook_secrets=SECRET) as (stack, counter):
         base = stack.url
         processor_ids = [requests.put(f"{base}/v1/owners/Bench/{uuid.uuid4()}/customer", json={}, timeout=30)
                          .json()["processor_id"] for _ in range(CUSTOMERS)]
@@ -95,10 +87,6 @@ def run() -> list[dict[str, Any]]:
                         .json()["status"] in ("processed", "stale"))
         reconcile_writes = sum(n for op, n in counter.counts.items() if op in WRITE_OPERATIONS)
         reconcile_calls = len(stack.fake_stripe.fake.calls) - calls_before - ack_calls
-    finally:
-        stack.stop()
-        counter.stop()
-        moto.stop()
     deliveries = len(payloads)
     ok = sum(1 for s in statuses if s == 200)
     ack_requests = sum(n for op, n in ack_counts.items() if not op.startswith("GetRecords") and op not in (

@@ -91,6 +91,11 @@ def post(url: str, event: dict[str, Any], secret: str) -> tuple[int, Any]:
         url, data=payload, method="POST",
         headers={"Content-Type": "application/json; charset=utf-8", "User-Agent": "devstack-trigger",
                  "Stripe-Signature": signature_header(payload, secret)})
+    return _send(request)
+
+
+def _send(request: urllib.request.Request) -> tuple[int, Any]:
+    """(status, parsed JSON body) of the stack's answer, an error status included."""
     try:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
             return response.status, json.loads(response.read() or b"null")
@@ -117,15 +122,7 @@ def post_partner(url: str, event: dict[str, Any], source: str = DEFAULT_EVENT_SO
     request = urllib.request.Request(  # noqa: S310 - the URL is the developer's own stack
         url, data=json.dumps(eventbridge_event(event, source)).encode(), method="POST",
         headers={"Content-Type": "application/json", "User-Agent": "devstack-trigger"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        body = exc.read()
-        try:
-            return exc.code, json.loads(body or b"null")
-        except ValueError:
-            return exc.code, body.decode(errors="replace")
+    return _send(request)
 
 
 def _value(text: str) -> Any:
