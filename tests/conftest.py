@@ -7,6 +7,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -99,17 +100,34 @@ def function_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("logs") / "functions.log"
 
 
+def stack_settings(function_log: Path, base: Settings | None = None, **fields: Any) -> Settings:
+    """A test stack's settings: a free port, the session's DynamoDB (a real
+    DynamoDB Local with DYNAMODB_ENDPOINT_URL, else its own embedded moto),
+    webhook secrets and function log (scanned for leaks at the session's
+    end), then `fields` over them. A module's own stack names itself: a
+    process hosts several stacks, and on a shared DynamoDB Local their
+    tables must not share names."""
+    return replace(base or Settings(), port=0, dynamodb_endpoint=os.environ.get("DYNAMODB_ENDPOINT_URL") or None,
+                   webhook_secrets=",".join(WEBHOOK_SECRETS), function_log=function_log, **fields)
+
+
+def running(settings: Settings) -> Iterator[LocalStack]:
+    """A stack for as long as a fixture holds it (yield from it)."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    local = LocalStack(settings).start()
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
 @pytest.fixture(scope="session")
 def stack(function_log: Path) -> Iterator[LocalStack]:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    # DYNAMODB_ENDPOINT_URL runs the same suite against a real DynamoDB Local.
-    endpoint = os.environ.get("DYNAMODB_ENDPOINT_URL") or None
-    # One stack per pytest-xdist worker: on a shared DynamoDB Local their
-    # tables must not share names (each embedded moto is a server of its own).
+    # One stack per pytest-xdist worker, named after it.
     worker = os.environ.get("PYTEST_XDIST_WORKER")
-    local = LocalStack(Settings(port=0, concurrency=4, dynamodb_endpoint=endpoint,
-                                webhook_secrets=",".join(WEBHOOK_SECRETS), function_log=function_log,
-                                stack_name=f"billing-local-{worker}" if worker else "billing-local")).start()
+    local = LocalStack(stack_settings(function_log, concurrency=4,
+                                     stack_name=f"billing-local-{worker}" if worker else "billing-local")).start()
     try:
         yield local
     finally:

@@ -16,8 +16,6 @@ invariants (tests/faults/invariants.py).
 
 from __future__ import annotations
 
-import logging
-import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from devstack.stack import LocalStack, Settings
-from tests.conftest import WEBHOOK_SECRETS, Client
+from devstack.stack import LocalStack
+from tests.conftest import Client, running, stack_settings
 from tests.faults.invariants import check_ledger, check_usage, pending_faults, quiet
 from tests.integration.usage_helpers import REPORTER, fake, new_customer, put_many, uid, usage_body
 from tests.integration.webhook_helpers import settled, webhooks_held
@@ -136,18 +134,8 @@ def test_a_crash_after_stripe_created_the_customer_is_recorded_by_its_webhook(st
 
 @pytest.fixture(scope="module")
 def stack_v2(function_log: Path) -> Iterator[LocalStack]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    # Its own stack name (a process can host several stacks); its functions
-    # log to the session's file, which the session scans for leaks.
-    settings = Settings(port=0, concurrency=4, meter_api="v2", stack_name="billing-local-faults-v2",
-                        dynamodb_endpoint=os.environ.get("DYNAMODB_ENDPOINT_URL") or None,
-                        webhook_secrets=",".join(WEBHOOK_SECRETS), function_log=function_log,
-                        extra_env={"METER_BACKOFF_BASE_MS": "5"})
-    local = LocalStack(settings).start()
-    try:
-        yield local
-    finally:
-        local.stop()
+    yield from running(stack_settings(function_log, concurrency=4, meter_api="v2", stack_name="billing-local-faults-v2",
+                                     extra_env={"METER_BACKOFF_BASE_MS": "5"}))
 
 
 def test_v2_stripe_faults_and_a_crash_after_stripe_took_the_batch(stack_v2: LocalStack) -> None:

@@ -31,6 +31,7 @@ from tests.integration.webhook_helpers import (
     customer_object,
     event,
     fake,
+    kinds,
     ledger,
     settle,
     settled,
@@ -60,9 +61,11 @@ def published(api: Client) -> list[dict[str, Any]]:
     return list(resp.json()["data"])
 
 
-def wait_for(stack: LocalStack, found: Callable[[], Any], timeout: float = 30.0) -> Any:
+def wait_for(stack: LocalStack, found: Callable[[], Any], timeout: float = 60.0) -> Any:
     """Drain the streams until `found()` is truthy (the publisher reads a
-    stream that other stream consumers write to, so one drain may not do)."""
+    stream that other stream consumers write to, so one drain may not do).
+    The stream's retries back off: on a loaded machine (four test workers on
+    two cores) a refused entry may take many seconds to go out."""
     deadline = time.monotonic() + timeout
     while True:
         assert stack.drain(timeout), "the streams did not drain"
@@ -213,8 +216,10 @@ def test_refused_entries_are_retried_and_each_subject_stays_in_order(api: Client
             versions[cust["id"]] = resp.json()["lock_version"]
     for cust in (first, second):
         rows = list(reversed(ledger(api, cust["id"])))
-        assert len(rows) == 6  # created by the API, then by Stripe's webhook, and four updates
+        # Created by the API, then by Stripe's webhook, and four updates.
+        assert len(rows) == 6, kinds(rows)
         out = wait_for(stack, at_least(api, cust["id"], len(rows)))
+        assert out is not None, (cust["id"], [e["detail"]["id"] for e in of_subject(api, cust["id"])])
         assert [e["detail"]["id"] for e in out] == [r["id"] for r in rows], cust["id"]
     after = api.get("/_local/events/published").json()["refused_entries"]
     assert after - before == 3

@@ -3,17 +3,15 @@ module's own), and the sweeper re-driving rows stuck in pending."""
 
 from __future__ import annotations
 
-import logging
 import math
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from devstack.stack import LocalStack, Settings
-from tests.conftest import WEBHOOK_SECRETS, Client
+from devstack.stack import LocalStack
+from tests.conftest import Client, running, stack_settings
 from tests.integration.usage_helpers import (
     REPORTER,
     REPORTER_STREAM,
@@ -33,21 +31,10 @@ from tests.integration.usage_helpers import (
 
 @pytest.fixture(scope="module")
 def stack_v2(function_log: Path) -> Iterator[LocalStack]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    # Its own stack name: the session stack shares this process's moto backend
-    # (and SSM: hence the same webhook secrets). Its functions log to the
-    # session's file, which is scanned for leaks like the session stack's.
     # The sweeper takes any pending row (age 0) so a test need not wait for
     # one to age; short backoffs keep the retries of a failing batch quick.
-    settings = Settings(port=0, concurrency=4, meter_api="v2", stack_name="billing-local-v2",
-                        dynamodb_endpoint=os.environ.get("DYNAMODB_ENDPOINT_URL") or None,
-                        webhook_secrets=",".join(WEBHOOK_SECRETS), function_log=function_log,
-                        extra_env={"SWEEP_MIN_AGE_SECONDS": "0", "METER_BACKOFF_BASE_MS": "5"})
-    local = LocalStack(settings).start()
-    try:
-        yield local
-    finally:
-        local.stop()
+    yield from running(stack_settings(function_log, concurrency=4, meter_api="v2", stack_name="billing-local-v2",
+                                     extra_env={"SWEEP_MIN_AGE_SECONDS": "0", "METER_BACKOFF_BASE_MS": "5"}))
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,6 @@ stand-in for Stripe records what arrives."""
 
 from __future__ import annotations
 
-import logging
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +13,7 @@ from typing import Any
 import pytest
 
 from devstack.stack import LocalStack, Settings, StartupError
-from tests.conftest import WEBHOOK_SECRETS, Client
+from tests.conftest import WEBHOOK_SECRETS, Client, running, stack_settings
 from tests.processor.conftest import load_fixtures
 from tests.processor.test_stripe_requests import StripeStub, serve
 
@@ -30,17 +28,10 @@ def server() -> Iterator[StripeStub]:
 
 @pytest.fixture(scope="module")
 def compatible_stack(server: StripeStub, function_log: Path) -> Iterator[LocalStack]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     env = {"PORT": "0", "STRIPE_API_KEY": API_KEY, "STRIPE_API_BASE": server.url + "/",
            "STRIPE_WEBHOOK_SECRET": ",".join(WEBHOOK_SECRETS)}
-    settings = Settings.from_env(env)
-    settings.stack_name, settings.concurrency, settings.function_log = "billing-local-compat", 1, function_log
-    settings.dynamodb_endpoint = os.environ.get("DYNAMODB_ENDPOINT_URL") or None
-    local = LocalStack(settings).start()
-    try:
-        yield local
-    finally:
-        local.stop()
+    yield from running(stack_settings(function_log, Settings.from_env(env), stack_name="billing-local-compat",
+                                     concurrency=1))
 
 
 def test_every_function_is_pointed_at_the_server(compatible_stack: LocalStack, server: StripeStub) -> None:

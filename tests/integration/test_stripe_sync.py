@@ -13,8 +13,6 @@ need not wait a minute for one to age.
 
 from __future__ import annotations
 
-import logging
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,8 +22,8 @@ from typing import Any
 import pytest
 
 from devstack.fake_stripe import FakeProcessor
-from devstack.stack import LocalStack, Settings
-from tests.conftest import WEBHOOK_SECRETS, Client
+from devstack.stack import LocalStack
+from tests.conftest import Client, running, stack_settings
 
 pytestmark = pytest.mark.integration
 
@@ -35,16 +33,8 @@ BACKFILL_STREAM = "BackfillFunction.Checkpoints"
 
 @pytest.fixture(scope="module")
 def sync_stack(function_log: Path) -> Iterator[LocalStack]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    settings = Settings(port=0, concurrency=2, stack_name="billing-local-sync",
-                        dynamodb_endpoint=os.environ.get("DYNAMODB_ENDPOINT_URL") or None,
-                        webhook_secrets=",".join(WEBHOOK_SECRETS), function_log=function_log,
-                        parameters={"EventsPollMinAgeSeconds": "0"})
-    local = LocalStack(settings).start()
-    try:
-        yield local
-    finally:
-        local.stop()
+    yield from running(stack_settings(function_log, concurrency=2, stack_name="billing-local-sync",
+                                     parameters={"EventsPollMinAgeSeconds": "0"}))
 
 
 @pytest.fixture(scope="module")
