@@ -20,6 +20,7 @@ import pytest
 from billing.api.app import app, openapi_json
 from devstack.gateway import build_proxy_event
 from devstack.template import ApiRoute, Stack
+from tests.api.context import Context
 
 pytestmark = pytest.mark.unit
 
@@ -36,14 +37,6 @@ HOSTILE: dict[str, tuple[bytes, str]] = {
     "a float past its range": (b'{"value": 1e999}', "holds a number too large for a float"),
     "a lone surrogate": (b'{"name": "\\ud800"}', "holds a string that is not valid Unicode"),
 }
-
-
-class Context:
-    function_name = "ApiFunction"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:ApiFunction"
-    aws_request_id = "b1f0b2c4-7b61-11e6-9a41-93e8deadbeef"
 
 
 @pytest.fixture(autouse=True)

@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from billing.api.app import app, openapi_json
 from billing.api.routes.webhook_events import WebhookAck
 from billing.core.observability import logger
+from tests.api.context import Context
 
 pytestmark = pytest.mark.unit
 
@@ -38,14 +39,6 @@ OTHER_FUNCTIONS = {"/v1/webhooks/stripe"}
 # The one route whose body is not a model: the document itself, a JSON string built once.
 NOT_A_MODEL = {("GET", "/v1/openapi.json")}
 SECRET = "s3cr3t-value-never-echoed"
-
-
-class Context:
-    function_name = "ApiFunction"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:ApiFunction"
-    aws_request_id = "b1f0b2c4-7b61-11e6-9a41-93e8deadbeef"
 
 
 def routes() -> list[Route]:
