@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 import time
 
+from devstack.signals import StopSignal
 from devstack.stack import LocalStack, Settings, StartupError
 
 
@@ -27,9 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"devstack: {exc}", file=sys.stderr)
         return 1
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop = StopSignal()
     processor = "Fake"
     if settings.stripe_api_key:
         processor = f"Stripe-compatible server at {settings.stripe_api_base} (STRIPE_API_BASE)" \

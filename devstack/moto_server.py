@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import io
 import json
-import signal
 import sys
 import threading
 from collections import deque
@@ -181,14 +180,13 @@ def main(argv: list[str]) -> int:
             """Thousands of requests a test run: the access log is noise."""
 
     from devstack.dynamodb import patch_moto
+    from devstack.signals import StopSignal
 
     port = int(argv[0])
     patch_moto()
     app = FaultInjector(DomainDispatcherApplication(create_backend_app))
     server = make_server("127.0.0.1", port, app, threaded=True, request_handler=QuietHandler)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop = StopSignal()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     print(f"moto ready on {port}", flush=True)

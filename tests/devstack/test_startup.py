@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -52,10 +54,24 @@ def test_bad_port_value() -> None:
     assert_one_line_failure(run_devstack({"PORT": "http"}), "PORT must be a port number")
 
 
-def test_ctrl_c_stops_cleanly() -> None:
+def deliver_to_a_thread(pid: int, signum: int) -> None:
+    """Send `signum` to one of the process's threads other than the main one,
+    as the kernel may do with a process-directed signal."""
+    import ctypes
+
+    threads = sorted(int(tid) for tid in os.listdir(f"/proc/{pid}/task") if int(tid) != pid)
+    assert threads, "the stack runs threads besides the main one"
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.tgkill(pid, threads[0], signum) == 0, os.strerror(ctypes.get_errno())
+
+
+@pytest.mark.parametrize("target", ["process", "thread"])
+def test_ctrl_c_stops_cleanly(target: str) -> None:
     import signal
     import time
 
+    if target == "thread" and not Path("/proc/self/task").is_dir():
+        pytest.skip("needs Linux's /proc to address one thread")
     env = {**os.environ, "PORT": "0"}
     proc = subprocess.Popen([sys.executable, "-m", "devstack", "run"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -70,7 +86,10 @@ def test_ctrl_c_stops_cleanly() -> None:
                 break
         assert any("ready in" in line for line in lines), lines
         assert any("curl -s http://127.0.0.1:" in line for line in lines)
-        proc.send_signal(signal.SIGINT)
+        if target == "process":
+            proc.send_signal(signal.SIGINT)
+        else:
+            deliver_to_a_thread(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
         assert "stopping" in out
