@@ -23,6 +23,7 @@ from tests.integration.usage_helpers import (
     uid,
     usage_body,
 )
+from tests.integration.webhook_helpers import settled
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,6 +54,7 @@ def test_put_usage_sample_event_accepts_then_replays(stack: LocalStack, api: Cli
 def test_reporter_sample_event_for_a_row_that_is_not_pending_calls_nobody(stack: LocalStack, api: Client) -> None:
     # A record redelivered after its row was reported: skipped after a read, no Stripe call.
     customer = new_customer(api)
+    settled(api)  # Stripe's customer.created for it (re-fetched in its second): before the calls are counted
     identifier = uid("sample")
     put_usage(api, identifier, usage_body(customer))
     settle(stack, api, [identifier])
@@ -82,6 +84,7 @@ def test_a_row_pending_past_stripes_dedup_window_fails_instead_of_being_resent(s
     may already be billed, so the reporter fails it for a person to check
     rather than risk a second charge; a retry (a decision) sends it."""
     customer = new_customer(api)
+    settled(api)  # Stripe's customer.created for it (re-fetched in its second): before the calls are counted
     identifier = uid("stale")
     calls = len(fake(stack).calls)
     with delivery_paused(stack):

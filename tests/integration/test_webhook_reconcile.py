@@ -32,13 +32,13 @@ REDRIVE = "/_local/schedules/WebhookProcessorFunction.RedriveDeferred/trigger"
 
 
 def api_customer(api: Client, owner_type: str = "User") -> dict[str, Any]:
-    """A customer made through the API, once its customer.created webhook
-    (which Stripe sends for it) set its watermark."""
+    """A customer made through the API, once Stripe's customer.created for it
+    came and settled against the watermark the API set from Stripe's answer."""
     resp = api.put(f"/v1/owners/{owner_type}/{uid()}/customer", {"email": "ada@example.com"})
     assert resp.status_code == 201, resp.text
     settled(api)
     row = customer(api, resp.json()["id"])
-    assert row["last_stripe_event_id"].startswith("evt_fake_")
+    assert row["last_stripe_event_id"].startswith("api_") and row["lock_version"] == resp.json()["lock_version"]
     return row
 
 
@@ -167,8 +167,11 @@ def test_an_owner_that_already_has_a_customer_is_not_claimed_twice(api: Client, 
 def test_customer_created_for_a_customer_made_through_the_api_updates_that_row(api: Client, stack: LocalStack
                                                                               ) -> None:
     row = api_customer(api)
+    # Stripe's own customer.created settled against the API's watermark: one creation.
+    assert [(e["type"], e["actor_type"]) for e in ledger(api, row["id"])] == [("customer.created", "api")]
+    # One from a later second (a clock behind Stripe's) updates that row, not a new one.
     stripe_side = fake(stack).retrieve_customer(row["processor_id"])
-    created = event("customer.created", stripe_side)
+    created = event("customer.created", stripe_side, created=int(row["last_stripe_event_ts"]) + 1)
     accepted(api, created)
     settle(stack, api, created["id"])
     assert customer_by_processor_id(api, row["processor_id"])["id"] == row["id"]  # type: ignore[index]

@@ -90,7 +90,7 @@ def test_patch_goes_to_stripe_first_then_the_row_and_its_ledger_row(fake: FakePr
     assert (after["email"], after["name"], after["preferred_timezone"], after["metadata"]) == (
         "billing@acme.dev", "Acme Dev", "UTC", {"team": "core"})
     assert after["lock_version"] == customer["lock_version"] + 1
-    assert after["last_stripe_event_id"].startswith("patch_")
+    assert after["last_stripe_event_id"].startswith("api_")
     last = _ledger(customer["id"])[-1]
     assert last.type == "customer.updated" and last.actor_type == "api"
     assert {"email", "name", "preferred_timezone", "metadata"} <= set(last.data["changed_fields"])
@@ -107,6 +107,20 @@ def test_stripes_webhook_for_the_patch_settles_without_a_second_change(fake: Fak
     assert settled["name"] == "Echoed"
     assert settled["lock_version"] == after["lock_version"]  # the caller's ETag still holds
     assert len(_ledger(customer["id"])) == before_ledger
+
+
+def test_stripes_customer_created_for_a_customer_the_api_created_records_no_second_creation(
+        fake: FakeProcessor, hooks: Deliverer) -> None:
+    body, created = create.fetch_or_create("User", "once-1", CustomerAttrs(email="once-1@example.com"), API)
+    assert created
+    outcomes = hooks.deliver()  # Stripe's customer.created for the API's own call
+    assert len(outcomes) == 1 and set(outcomes.values()) <= {"processed", "stale"}
+    # One creation in the ledger, so one customer.created on the bus.
+    assert [(r.type, r.actor_type) for r in _ledger(body["id"])] == [("customer.created", "api")]
+    row = records.get(body["id"], [])
+    assert row["lock_version"] == body["lock_version"]  # the caller's ETag still holds
+    assert row["last_stripe_event_id"].startswith("api_") and row["last_stripe_event_ts"] is not None
+    assert row["tax_exempt"] == "none"  # Stripe's answer, as its webhook would have set it
 
 
 def test_the_same_request_retried_is_the_same_stripe_call(fake: FakeProcessor, hooks: Deliverer) -> None:

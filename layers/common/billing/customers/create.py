@@ -29,6 +29,7 @@ from billing.customers.keys import (
     validate_owner,
 )
 from billing.customers.records import find_by_owner, find_by_processor_id, load, to_api
+from billing.customers.stripe_held import answer_watermark, apply_columns
 from billing.data import ledger
 from billing.data.cancellation import condition_failed
 from billing.data.ledger import Actor
@@ -104,6 +105,11 @@ def _create(owner_type: str, owner_id: str, attrs: CustomerAttrs, actor: Actor, 
         raise_for_processor(failure)
 
     row = _new_row(ids.new_id("cust"), owner_type, owner_id, processor, obj, attrs)
+    # The row is Stripe's answer (its columns too: tax_exempt "none" where the
+    # caller gave none), so Stripe's customer.created for it settles against
+    # this watermark instead of recording a second creation.
+    apply_columns(row, obj)
+    row.last_stripe_event_ts, row.last_stripe_event_id = answer_watermark()
     claim = GuardRow(pk=owner_guard(processor, owner_type, owner_id), customer_id=row.pk, generation=generation)
 
     def record() -> tuple[CustomerRow, bool]:

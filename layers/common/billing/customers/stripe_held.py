@@ -1,6 +1,7 @@
 """The customer columns whose canonical value is Stripe's, read from a
 Stripe customer object: what the webhook path applies (billing.webhooks.
-customers) and what a PATCH writes back from Stripe's answer (update.py).
+customers) and what the API writes from Stripe's answer to its own call
+(create.py, update.py), with the answer's watermark.
 
 Stripe holds email, name, currency, tax_exempt, preferred_locales (the row
 keeps the first) and metadata (the row keeps it without the reserved owner
@@ -12,20 +13,32 @@ the owner are this deployment's only.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Final
 
+from billing.core import ids
 from billing.customers.keys import RESERVED_METADATA, CustomerAttrs
 from billing.data.tables import CustomerRow
 from billing.processor.fields import reference, text
 
 STRIPE_COLUMNS: Final = ("email", "name", "currency", "tax_exempt", "preferred_locale", "metadata")
-# A PATCH's watermark id (`last_stripe_event_id`): the row holds Stripe's answer as of that second.
-PATCH_MARK: Final = "patch_"
+# The watermark id (`last_stripe_event_id`) of a row written from Stripe's
+# answer to the API's own call (create, PATCH): the row holds Stripe's state
+# as of that second. No Stripe event id starts with it.
+ANSWER_MARK: Final = "api_"
 
 
-def set_by_patch(last_event_id: str | None) -> bool:
-    """Whether the row's watermark is a PATCH's (Stripe's answer, not an event)."""
-    return bool(last_event_id and last_event_id.startswith(PATCH_MARK))
+def answer_watermark() -> tuple[int, str]:
+    """The watermark for a row written from Stripe's answer, taken once Stripe
+    has answered: the answer's second, so Stripe's own event for this very
+    call (created no later) is stale or, in the same second, re-fetched and
+    found already applied (billing.webhooks.customers)."""
+    return int(time.time()), f"{ANSWER_MARK}{ids.ulid()}"
+
+
+def set_from_answer(last_event_id: str | None) -> bool:
+    """Whether the row's watermark is an API call's (Stripe's answer, not an event)."""
+    return bool(last_event_id and last_event_id.startswith(ANSWER_MARK))
 
 
 def attrs_from(obj: dict[str, Any]) -> CustomerAttrs:

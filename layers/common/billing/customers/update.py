@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
 from pynamodb.exceptions import TransactWriteError
 from pynamodb.transactions import TransactWrite
 
-from billing.core import clock, idempotency, ids, metadata
+from billing.core import clock, idempotency, metadata
 from billing.core.errors import Conflict, PreconditionFailed, ValidationFailed
 from billing.core.pii import scrub
 from billing.customers.create import add_owner_release
 from billing.customers.keys import RESERVED_METADATA, owner_key
 from billing.customers.records import load, to_api
-from billing.customers.stripe_held import PATCH_MARK, apply_columns
+from billing.customers.stripe_held import answer_watermark, apply_columns
 from billing.data import ledger
 from billing.data.cancellation import condition_failed
 from billing.data.ledger import Actor
@@ -155,10 +154,10 @@ def update(customer_id: str, changes: dict[str, Any], *, expected_version: int |
     _check_currency(row, changes)
     params = _stripe_params(row, changes)
     answer: dict[str, Any] | None = None
-    answered_at = 0
+    answered_at, answer_mark = 0, ""
     if params and row.processor_id:
         answer = _send_to_stripe(row, params)
-        answered_at = int(time.time())
+        answered_at, answer_mark = answer_watermark()
 
     def mutate(current: CustomerRow, at: str) -> dict[str, Any] | None:
         if current.deleted_at:
@@ -177,8 +176,7 @@ def update(customer_id: str, changes: dict[str, Any], *, expected_version: int |
                 clean = scrub(answer)
                 current.data = {**(current.data or {}), **{k: clean.get(k) for k in params}}
                 changed += apply_columns(current, answer)
-                current.last_stripe_event_ts = answered_at
-                current.last_stripe_event_id = f"{PATCH_MARK}{ids.ulid()}"
+                current.last_stripe_event_ts, current.last_stripe_event_id = answered_at, answer_mark
         elif params:  # no processor customer to send them to: the row is all there is
             for name in ("email", "name", "tax_exempt", "preferred_locale"):
                 if name in changes and getattr(current, name) != changes[name]:
@@ -254,8 +252,14 @@ def update_tax_location(customer_id: str, address: dict[str, str], actor: Actor)
                                    type_="tax_location_invalid") from None
         raise_for_processor(failure)
 
+    answered_at, answer_mark = answer_watermark()
+
     def mutate(current: CustomerRow, at: str) -> dict[str, Any] | None:
-        current.data = scrub(obj)
+        if not (current.last_stripe_event_ts is not None and current.last_stripe_event_ts > answered_at):
+            # Stripe's answer, with its watermark: the customer.updated Stripe
+            # sends for this change settles without a second ledger row.
+            current.data = scrub(obj)
+            current.last_stripe_event_ts, current.last_stripe_event_id = answered_at, answer_mark
         current.tax_location_digest = digest
         # The ledger lists field names only: the address itself is never stored.
         return {"changed_fields": changed} if changed else None

@@ -35,7 +35,7 @@ from billing.customers.stripe_held import (
     apply_columns,
     attrs_from,
     default_payment_method,
-    set_by_patch,
+    set_from_answer,
 )
 from billing.data import ledger
 from billing.data.tables import CustomerRow
@@ -59,11 +59,13 @@ def _create(ctx: Context, obj: dict[str, Any]) -> None:
 
 def _update(ctx: Context, row: CustomerRow, obj: dict[str, Any], *, same_second: bool = False) -> bool:
     """Apply the object; False when it changes nothing and need not be written:
-    a replay of what is there, or, in the second of a PATCH's watermark,
+    a replay of what is there, or, in the second of an API call's watermark,
     Stripe's current object (re-fetched) that the row already shows. The
-    latter is what a PATCH's own customer.updated meets (the PATCH wrote
-    Stripe's answer with its time as the watermark), so it settles without a
-    write: no second ledger row, no new lock_version for the caller's ETag."""
+    latter is what the customer.created of a customer the API created, and
+    the customer.updated of a PATCH, meet (the API wrote Stripe's answer with
+    its time as the watermark), so they settle without a write: no second
+    ledger row (no second customer.created on the bus), no new lock_version
+    for the caller's ETag."""
     deleting = ctx.type == "customer.deleted" or obj.get("deleted") is True
     changed: list[str] = []
     if not obj.get("deleted"):  # a deleted customer re-fetched is a stub: keep the last state
@@ -76,8 +78,8 @@ def _update(ctx: Context, row: CustomerRow, obj: dict[str, Any], *, same_second:
             row.default_payment_method_id = default
             changed.append("default_payment_method_id")
     release = deleting and not row.deleted_at
-    settled_by_patch = same_second and set_by_patch(row.last_stripe_event_id)
-    if not changed and not release and (settled_by_patch or ctx.skip_unchanged(row.last_stripe_event_id)):
+    settled_by_answer = same_second and set_from_answer(row.last_stripe_event_id)
+    if not changed and not release and (settled_by_answer or ctx.skip_unchanged(row.last_stripe_event_id)):
         return False
     row.updated_at = clock.iso()
     if release:
