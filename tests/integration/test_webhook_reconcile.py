@@ -178,6 +178,9 @@ def test_customer_created_for_a_customer_made_through_the_api_updates_that_row(a
     after = customer(api, row["id"])
     assert after["last_stripe_event_id"] == created["id"]
     assert (after["owner_type"], after["owner_id"]) == (row["owner_type"], row["owner_id"])
+    # Recorded as what happened to the row: its creation stays the API's one.
+    assert [(e["type"], e["actor_type"], e["data"].get("stripe_event_id")) for e in ledger(api, row["id"])] == [
+        ("customer.updated", "webhook", created["id"]), ("customer.created", "api", None)]
 
 
 def test_customer_deleted_marks_deleted_at_and_releases_the_owner(api: Client, stack: LocalStack) -> None:

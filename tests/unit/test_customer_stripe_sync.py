@@ -123,6 +123,17 @@ def test_stripes_customer_created_for_a_customer_the_api_created_records_no_seco
     assert row["tax_exempt"] == "none"  # Stripe's answer, as its webhook would have set it
 
 
+def test_a_customer_created_that_finds_the_row_is_recorded_as_an_update(fake: FakeProcessor,
+                                                                        hooks: Deliverer) -> None:
+    body, _ = create.fetch_or_create("User", "later-1", CustomerAttrs(email="later-1@example.com"), API)
+    fake.dashboard_update("customer", body["processor_id"], {"name": "Changed at Stripe"})
+    hooks.deliver()  # customer.created (re-fetched in the API's second: it shows the change), customer.updated
+    assert records.get(body["id"], [])["name"] == "Changed at Stripe"
+    rows = _ledger(body["id"])
+    assert [(r.type, r.actor_type) for r in rows if r.type == "customer.created"] == [("customer.created", "api")]
+    assert {r.type for r in rows if r.actor_type == "webhook"} == {"customer.updated"}
+
+
 def test_the_same_request_retried_is_the_same_stripe_call(fake: FakeProcessor, hooks: Deliverer) -> None:
     customer = _customer(hooks, "retry-1")
     fake.add_fault("update_customer", 500, after=True)  # Stripe took it; the answer was lost

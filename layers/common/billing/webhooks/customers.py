@@ -90,9 +90,17 @@ def _update(ctx: Context, row: CustomerRow, obj: dict[str, Any], *, same_second:
         tw.save(row)  # conditional on the lock_version read
         if release:
             add_owner_release(tw, row)
-        ledger.append(tw, type_=ctx.type, subject_type="customer", subject_id=row.pk, actor=ctx.actor,
+        ledger.append(tw, type_=_ledger_type(ctx.type), subject_type="customer", subject_id=row.pk, actor=ctx.actor,
                       data={"stripe_event_id": ctx.id, "processor_id": row.processor_id, "changed_fields": changed})
     return True
+
+
+def _ledger_type(event_type: str) -> str:
+    """What happened to an existing row. Its creation is recorded once, by
+    whoever made it: a customer.created that finds the row (the API made it,
+    and the event is re-fetched in the second of its watermark, or comes
+    from a clock ahead of ours) updates it."""
+    return "customer.updated" if event_type == "customer.created" else event_type
 
 
 def apply(ctx: Context) -> str:
