@@ -19,6 +19,7 @@ from pynamodb.exceptions import PynamoDBException
 
 from billing.core.errors import (
     ConfigurationError,
+    Contended,
     DomainError,
     Unavailable,
 )
@@ -77,6 +78,9 @@ def register(app: APIGatewayRestResolver) -> None:
     def _domain(exc: DomainError) -> Response[str]:
         if isinstance(exc, Unavailable):
             return _unavailable(exc)
+        if isinstance(exc, Contended):
+            return error_response(exc.status, exc.error_type, exc.message, exc.details,
+                                  headers={"Retry-After": str(exc.retry_after_seconds)})
         return error_response(exc.status, exc.error_type, exc.message, exc.details)
 
     @app.exception_handler(RequestValidationError)
@@ -128,7 +132,7 @@ def register(app: APIGatewayRestResolver) -> None:
         if transaction_conflict(exc):
             # A concurrent request held the same items and the domain code
             # did not retry it: nothing was written, the caller may resend.
-            return error_response(409, "conflict", CONCURRENT_CHANGE)
+            return error_response(409, "conflict", CONCURRENT_CHANGE, headers={"Retry-After": "1"})
         code = retryable_dynamodb_code(exc)
         if code is None:
             return _internal(exc)

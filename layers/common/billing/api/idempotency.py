@@ -87,9 +87,30 @@ def _header(event: Mapping[str, Any]) -> str | None:
     return None
 
 
+# arn:<partition>:sts::<account>:assumed-role/<role>/<session>
+_ASSUMED_ROLE: Final = re.compile(r"^(arn:[^:]+:sts::[^:]*:assumed-role/[^/]+)/.+$")
+
+
+def principal(identity: Mapping[str, Any]) -> str:
+    """The caller's AWS account and IAM principal, as API Gateway's
+    requestContext.identity names them for a SigV4 request. An assumed role
+    is the role: its session name differs per ECS task, EC2 instance or
+    Lambda sandbox of one service, and a retry from another of them is the
+    same caller's retry. IAM users (and anything else) are kept as they are."""
+    arn = identity.get("userArn")
+    if isinstance(arn, str) and arn:
+        match = _ASSUMED_ROLE.match(arn)
+        who = match.group(1) if match else arn
+    else:
+        # No ARN: `caller` is "<role id>:<session>" for a role, "<user id>" for a user.
+        caller = identity.get("caller") or identity.get("user")
+        who = str(caller).split(":", 1)[0] if caller else "anonymous"
+    account = identity.get("accountId")
+    return f"{account}/{who}" if account else who
+
+
 def _caller(event: Mapping[str, Any]) -> str:
-    identity = (event.get("requestContext") or {}).get("identity") or {}
-    return str(identity.get("userArn") or identity.get("caller") or "anonymous")
+    return principal((event.get("requestContext") or {}).get("identity") or {})
 
 
 def _body(event: Mapping[str, Any]) -> Any:
@@ -112,16 +133,33 @@ def scope(caller: str, method: str, path: str) -> str:
     return json.dumps([caller, method, path])
 
 
+def _asks_for_retry(result: dict[str, Any]) -> bool:
+    headers = {str(k).lower() for k in (result.get("multiValueHeaders") or {})}
+    headers |= {str(k).lower() for k in (result.get("headers") or {})}
+    return "retry-after" in headers
+
+
+def _json_body(result: dict[str, Any]) -> Any:
+    try:
+        return json.loads(result.get("body") or "null")
+    except (ValueError, TypeError):
+        return None
+
+
 def _kept(result: dict[str, Any]) -> bool:
+    """Whether a response is kept for replay: not when it asks for a retry
+    (429, 5xx, a Retry-After, the 409 of a concurrent change, a 207 with an
+    item to send again), nor when it means nothing ran."""
     status = int(result.get("statusCode", 500))
-    if status >= 500 or status in _NOT_RUN_STATUSES:
+    if status >= 500 or status in _NOT_RUN_STATUSES or _asks_for_retry(result):
         return False
+    body = _json_body(result)
     if status == 409:
-        try:
-            message = json.loads(result.get("body") or "{}")["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            return True
-        return bool(message != CONCURRENT_CHANGE)
+        error = body.get("error") if isinstance(body, dict) else None
+        return not (isinstance(error, dict) and error.get("message") == CONCURRENT_CHANGE)
+    if status == 207:
+        items = body.get("data") if isinstance(body, dict) else None
+        return not any(isinstance(i, dict) and int(i.get("status") or 0) >= 500 for i in items or ())
     return True
 
 

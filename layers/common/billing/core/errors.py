@@ -55,6 +55,14 @@ class Conflict(DomainError):
     status, type = 409, "conflict"
 
 
+class Contended(Conflict):
+    """A 409 that asks for a retry: concurrent requests held the same data,
+    nothing was written, and the same request sent again can succeed (it
+    carries Retry-After, and an Idempotency-Key does not keep it)."""
+
+    retry_after_seconds: ClassVar[int] = 1
+
+
 class PreconditionFailed(DomainError):
     """If-Match (or a body lock_version) names a version the row has moved past."""
 

@@ -15,7 +15,7 @@ from pynamodb.exceptions import TransactWriteError
 from pynamodb.transactions import TransactWrite
 
 from billing.core import clock, ids
-from billing.core.errors import Conflict
+from billing.core.errors import Conflict, Contended
 from billing.core.observability import logger
 from billing.core.pii import scrub
 from billing.customers.keys import (
@@ -134,7 +134,7 @@ def _linked_concurrently(owner_type: str, owner_id: str, processor: str, process
     if existing is None:
         existing = find_by_processor_id(processor_id)
     if existing is None:
-        raise Conflict("the customer was created concurrently; retry")
+        raise Contended("the customer was created concurrently; retry")
     # The same processor customer means the webhook path recorded the one this
     # call just created (its customer.created won the race): that is this
     # call's customer, not a conflict.

@@ -16,7 +16,7 @@ from typing import Final
 
 from pynamodb.exceptions import TransactWriteError
 
-from billing.core.errors import Conflict
+from billing.core.errors import Contended
 from billing.core.observability import logger
 from billing.data.cancellation import lost_race
 
@@ -48,4 +48,4 @@ def retry_on_conflict[T](attempt: Callable[[], T], *, subject: str, attempts: in
             pass
         logger.debug("write lost a race; retrying", extra={"subject": subject, "attempt": n})
         backoff(n)
-    raise Conflict(f"{subject} is changing too fast; retry")
+    raise Contended(f"{subject} is changing too fast; retry")

@@ -1,0 +1,135 @@
+"""API writes keep the promise under retries and races (issue 19): an
+Idempotency-Key belongs to the caller's principal, not its STS session;
+answers that ask for a retry are never replayed; If-Match holds to the end
+of a PATCH; a tax location set A, B, A ends at A; the call that created a
+customer answers 201."""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+from devstack.stack import LocalStack
+from tests.conftest import Client
+from tests.faults.test_dynamodb_throttling import PYNAMODB_ATTEMPTS, table, throttle
+from tests.integration.test_subscriptions import card, ok, owner, price_id
+from tests.integration.webhook_helpers import fake, settled
+
+ROOT = Path(__file__).resolve().parents[2]
+ACCOUNT = "123456789012"
+
+
+def role_session(role: str, session: str) -> dict[str, Any]:
+    """requestContext.identity as API Gateway fills it for a SigV4 caller
+    signing with an assumed role's session credentials."""
+    role_id = "AROA" + uuid.uuid5(uuid.NAMESPACE_DNS, role).hex[:17].upper()
+    return {"accountId": ACCOUNT, "caller": f"{role_id}:{session}", "user": f"{role_id}:{session}",
+            "userArn": f"arn:aws:sts::{ACCOUNT}:assumed-role/{role}/{session}",
+            "accessKey": "ASIA" + uuid.uuid4().hex[:16].upper(), "sourceIp": "10.0.0.1"}
+
+
+def iam_user(name: str) -> dict[str, Any]:
+    user_id = "AIDA" + uuid.uuid5(uuid.NAMESPACE_DNS, name).hex[:17].upper()
+    return {"accountId": ACCOUNT, "caller": user_id, "user": user_id,
+            "userArn": f"arn:aws:iam::{ACCOUNT}:user/{name}", "accessKey": "AKIA" + uuid.uuid4().hex[:16].upper(),
+            "sourceIp": "10.0.0.1"}
+
+
+def api_event(method: str, path: str, resource: str, params: dict[str, str], body: Any, *,
+              identity: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+    """The sample API event of events/ turned into another signed request."""
+    event = json.loads((ROOT / "events" / "api" / "fetch_or_create_customer.json").read_text())
+    all_headers = {**event["headers"], **headers}
+    event.update(httpMethod=method, path=path, resource=resource, pathParameters=params,
+                 body=json.dumps(body), headers=all_headers,
+                 multiValueHeaders={k: [v] for k, v in all_headers.items()})
+    context = event["requestContext"]
+    context.update(httpMethod=method, resourcePath=resource, path=f"/local{path}",
+                   requestId=str(uuid.uuid4()))
+    context["identity"] = {**context["identity"], **copy.deepcopy(identity)}
+    return dict(event)
+
+
+def create_subscription(stack: LocalStack, customer_id: str, body: dict[str, Any], key: str,
+                        identity: dict[str, Any]) -> dict[str, Any]:
+    event = api_event("POST", f"/v1/customers/{customer_id}/subscriptions",
+                      "/v1/customers/{customer_id}/subscriptions", {"customer_id": customer_id}, body,
+                      identity=identity, headers={"Idempotency-Key": key})
+    return dict(stack.invoke("ApiFunction", event))
+
+
+def subscription_creates(stack: LocalStack) -> int:
+    return len([c for c in fake(stack).calls if c["operation"] == "create_subscription"])
+
+
+# -- 9. Idempotency-Key: the caller's principal, never a retry answer ---------------------
+
+
+def test_a_retry_from_another_session_of_the_same_role_replays(stack: LocalStack, api: Client) -> None:
+    _, customer = owner(api)
+    body = {"items": [{"price": price_id(api, "starter_monthly")}], "default_payment_method": card(api, customer["id"]),
+            "payment_behavior": "allow_incomplete"}
+    key = f"sub-{uuid.uuid4()}"
+    before = subscription_creates(stack)
+
+    # Two ECS tasks of one service: one role, a session name each.
+    first = create_subscription(stack, customer["id"], body, key, role_session("billing-client", "task-1a2b"))
+    again = create_subscription(stack, customer["id"], body, key, role_session("billing-client", "task-9f8e"))
+    assert first["statusCode"] == 201, first["body"]
+    assert again["statusCode"] == 201, again["body"]
+    assert json.loads(again["body"]) == json.loads(first["body"])
+    assert again["multiValueHeaders"].get("Idempotent-Replayed") == ["true"]
+    assert subscription_creates(stack) == before + 1
+    subs = ok(api.get("/v1/subscriptions", params={"customer_id": customer["id"]}))["data"]
+    assert len(subs) == 1
+
+    # Another principal's equal key is its own request: a second subscription.
+    other = create_subscription(stack, customer["id"], body, key, iam_user("ops-script"))
+    assert other["statusCode"] == 201, other["body"]
+    assert "Idempotent-Replayed" not in other["multiValueHeaders"]
+    assert json.loads(other["body"])["id"] != json.loads(first["body"])["id"]
+    assert subscription_creates(stack) == before + 2
+    settled(api)
+
+
+def test_a_5xx_answer_under_a_key_is_not_replayed(stack: LocalStack, api: Client) -> None:
+    _, customer = owner(api)
+    body = {"items": [{"price": price_id(api, "starter_monthly")}], "default_payment_method": card(api, customer["id"]),
+            "payment_behavior": "allow_incomplete"}
+    key = f"sub-{uuid.uuid4()}"
+    # Stripe made the subscription but its answer was lost: 502 to the caller.
+    ok(api.post("/_local/fake-stripe/faults", {"operation": "create_subscription", "status": 500, "after": True}))
+    failed = create_subscription(stack, customer["id"], body, key, role_session("billing-client", "task-1"))
+    assert failed["statusCode"] == 502, failed["body"]
+    retried = create_subscription(stack, customer["id"], body, key, role_session("billing-client", "task-2"))
+    assert retried["statusCode"] == 201, retried["body"]
+    assert "Idempotent-Replayed" not in retried["multiValueHeaders"]
+    # The retry made the same Stripe call (same key): one subscription at Stripe and here.
+    subs = ok(api.get("/v1/subscriptions", params={"customer_id": customer["id"]}))["data"]
+    assert [s["id"] for s in subs] == [json.loads(retried["body"])["id"]]
+    assert len(fake(stack).list_subscriptions(customer_id=customer["processor_id"])) == 1
+    settled(api)
+
+
+def test_a_207_with_an_item_to_send_again_is_not_replayed(stack: LocalStack, api: Client) -> None:
+    customer = ok(api.put(f"/v1/owners/User/{uuid.uuid4()}/customer", {"email": "batch@example.com"}), 201)
+    events = [{"identifier": f"kept-{uuid.uuid4().hex[:12]}", "event_name": "api_requests", "value": 3,
+               "customer_id": customer["id"]}]
+    key = {"Idempotency-Key": f"batch-{uuid.uuid4()}"}
+    # The event's one PutItem is throttled past the SDK's retries: its item is a 503.
+    throttle(api, "PutItem", PYNAMODB_ATTEMPTS, table(stack, "ApiFunction", "METER_EVENTS_TABLE"))
+    first = api.post("/v1/usage/batch", {"events": events}, headers=key)
+    assert first.status_code == 207, first.text
+    assert [r["status"] for r in first.json()["data"]] == [503]
+
+    retried = api.post("/v1/usage/batch", {"events": events}, headers=key)
+    assert retried.status_code == 207, retried.text
+    assert "Idempotent-Replayed" not in retried.headers
+    assert [r["status"] for r in retried.json()["data"]] == [202]
+    # Once every item is settled, the answer is kept and replayed.
+    again = api.post("/v1/usage/batch", {"events": events}, headers=key)
+    assert again.headers.get("Idempotent-Replayed") == "true" and again.json() == retried.json()
+    assert ok(api.get(f"/v1/usage/{events[0]['identifier']}"))["value"] == 3
