@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from devstack.dynamodb import client
 from devstack.stack import LocalStack
 from tests.conftest import Client
 from tests.faults.test_dynamodb_throttling import PYNAMODB_ATTEMPTS, table, throttle
@@ -133,3 +134,34 @@ def test_a_207_with_an_item_to_send_again_is_not_replayed(stack: LocalStack, api
     again = api.post("/v1/usage/batch", {"events": events}, headers=key)
     assert again.headers.get("Idempotent-Replayed") == "true" and again.json() == retried.json()
     assert ok(api.get(f"/v1/usage/{events[0]['identifier']}"))["value"] == 3
+
+
+# -- 11. tax location: each request is its own Stripe call ---------------------------
+
+
+def test_a_tax_location_set_a_b_a_ends_at_a(stack: LocalStack, api: Client) -> None:
+    customer = ok(api.put(f"/v1/owners/User/{uuid.uuid4()}/customer", {"email": "tax@example.com"}), 201)
+    cid = customer["id"]
+    a = {"line1": "510 Townsend St", "city": "San Francisco", "state": "CA", "postal_code": "94103",
+         "country": "US"}
+    b = {**a, "postal_code": "94107"}
+    digests = []
+    for address in (a, b, a):
+        ok(api.put(f"/v1/customers/{cid}/tax-location", {"address": address}))
+        settled(api)
+        at_stripe = fake(stack).retrieve_customer(customer["processor_id"])["address"]
+        assert at_stripe["postal_code"] == address["postal_code"]
+        digests.append(stack_row_digest(stack, cid))
+    # The row (which keeps only a digest of the address) ends where Stripe does: at A.
+    assert digests[2] == digests[0] != digests[1]
+    mine = [e for e in ok(api.get(f"/v1/customers/{cid}/events"))["data"]
+            if e["type"] == "customer.tax_location_updated"]
+    assert [e["data"]["changed_fields"] for e in mine][:2] == [["postal_code"], ["postal_code"]]
+
+
+def stack_row_digest(stack: LocalStack, customer_id: str) -> dict[str, str]:
+    """The row's tax location digest (all it keeps of the address), read from the stack's table."""
+    item = client(stack.ddb_endpoint).get_item(
+        TableName=stack.runtimes["ApiFunction"].env["CUSTOMERS_TABLE"], Key={"pk": {"S": customer_id}},
+        ConsistentRead=True)["Item"]
+    return dict(json.loads(item["tax_location_digest"]["S"]))

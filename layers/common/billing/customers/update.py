@@ -242,8 +242,11 @@ def update_tax_location(customer_id: str, address: dict[str, str], actor: Actor)
     digest = {k: _digest(row.pk, k, str(v)) for k, v in address.items() if v}
     previous = row.tax_location_digest or {}
     changed = sorted(k for k in set(digest) | set(previous) if digest.get(k) != previous.get(k))
-    key = "tax-location-" + hashlib.sha256(json.dumps([row.processor_id, sorted(digest.items())]).encode()
-                                           ).hexdigest()[:48]
+    # From the request (its Idempotency-Key, else a fresh one), never from the
+    # address alone: Stripe replays a key for 24 h, so setting A, B, then A
+    # again under A's first key would answer A and leave Stripe at B.
+    key = idempotency.processor_key("tax-location", str(row.processor_id),
+                                    json.dumps(sorted(digest.items())))
     try:
         obj = get_processor().update_tax_location(row.processor_id, address=address, idempotency_key=key)
     except ProcessorFailure as failure:
