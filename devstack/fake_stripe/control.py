@@ -26,6 +26,7 @@ from typing import Any
 
 from billing.processor.errors import ProcessorFailure
 from devstack.fake_stripe import rpc
+from devstack.fake_stripe.faults import SLOW
 from devstack.fake_stripe.processor import FakeProcessor
 from devstack.gateway import LocalRequest, Router
 
@@ -138,6 +139,7 @@ class FakeStripe:
     def register(self, router: Router) -> None:
         router.add_local("POST", RPC_PATH, self._rpc)
         router.add_local("POST", "/_local/fake-stripe/faults", self._fault)
+        router.add_local("DELETE", "/_local/fake-stripe/faults", self._clear_faults)
         router.add_local("GET", "/_local/fake-stripe/meter-events", self._meter_events)
         router.add_local("GET", "/_local/fake-stripe/calls", self._calls)
         router.add_local("GET", "/_local/fake-stripe/state", self._state)
@@ -159,10 +161,17 @@ class FakeStripe:
         body = request.json()
         if not isinstance(body, dict) or not isinstance(body.get("operation"), str):
             raise ValueError('give {"operation": ..., "status": ..., "code": ..., "times": N}')
-        self.fake.add_fault(body["operation"], int(body.get("status", 500)), body.get("code"),
+        delay = float(body.get("delay", 0))
+        # {"delay": s} alone is a slow answer, not a failure.
+        status = int(body.get("status", SLOW if delay and "status" not in body else 500))
+        self.fake.add_fault(body["operation"], status, body.get("code"),
                             int(body.get("times", 1)), body.get("message"), after=bool(body.get("after", False)),
-                            crash=bool(body.get("crash", False)), skip=int(body.get("skip", 0)))
+                            crash=bool(body.get("crash", False)), skip=int(body.get("skip", 0)), delay=delay)
         return 200, {"pending_faults": self.fake.snapshot()["pending_faults"]}
+
+    def _clear_faults(self, request: LocalRequest, params: dict[str, str]) -> tuple[int, Any]:
+        self.fake.clear_faults()
+        return 200, {"pending_faults": {}}
 
     def _meter_events(self, request: LocalRequest, params: dict[str, str]) -> tuple[int, Any]:
         snap = self.fake.snapshot()

@@ -19,7 +19,7 @@ from typing import Final, cast
 from billing.processor.base import JSONDict
 from billing.processor.errors import API_ERROR, INVALID_REQUEST, RATE_LIMIT, ProcessorFailure
 from devstack.fake_stripe.events import EventLog, event
-from devstack.fake_stripe.faults import FaultQueue, ProcessCrash, failure_for
+from devstack.fake_stripe.faults import SLOW, FaultQueue, ProcessCrash, failure_for
 from devstack.fake_stripe.idempotency import IdempotencyKeys, mismatch_message
 from devstack.fake_stripe.shapes import SHAPES
 
@@ -96,9 +96,14 @@ class FakeCore:
             if idempotency_key is not None:
                 entry["idempotency_key"] = idempotency_key
             self._calls.append(entry)
+            fault = self._faults.take(operation)
+        if fault is not None and fault.delay:
+            time.sleep(fault.delay)  # a slow Stripe: the call runs late, other calls meanwhile
+            if fault.status == SLOW:
+                fault = None
+        with self._lock:
             self._request = {"id": self._next_id("req_fake"), "idempotency_key": idempotency_key}
             try:
-                fault = self._faults.take(operation)
                 if fault is not None and not fault.after:
                     raise failure_for(fault, self._error)
                 result = self._idempotency.run(

@@ -26,6 +26,8 @@ FAULT_ALIASES: Final[dict[str, frozenset[str]]] = {
 # add_fault(op, NETWORK_FAULT): no HTTP response at all (connection failed);
 # with code="timeout", the request timed out.
 NETWORK_FAULT: Final = 0
+# add_fault(op, SLOW, delay=s): no failure, the answer only comes `delay` seconds late.
+SLOW: Final = 200
 
 
 class ProcessCrash(BaseException):
@@ -58,6 +60,7 @@ class Fault:
     after: bool
     crash: bool = False
     skip: int = 0  # calls that go through before the fault starts
+    delay: float = 0.0  # seconds the call waits before it runs (a slow Stripe)
 
 
 class ErrorFactory(Protocol):
@@ -83,6 +86,7 @@ class FaultQueue:
         after: bool = False,
         crash: bool = False,
         skip: int = 0,
+        delay: float = 0.0,
     ) -> None:
         """Queue a fault for the next `times` calls of `operation`, after `skip`
         calls that go through (see FakeProcessor.add_fault)."""
@@ -90,10 +94,12 @@ class FaultQueue:
             raise ValueError(f"add_fault: unknown operation {operation!r}")
         if times < 1:
             raise ValueError("add_fault: times must be at least 1")
-        if status != NETWORK_FAULT and not 400 <= status <= 599:
-            raise ValueError("add_fault: status must be 0 (network) or an HTTP error status")
+        if not 0 <= delay <= 30 or (status == SLOW and not delay):
+            raise ValueError("add_fault: delay is 0 to 30 seconds, and a slow answer (status 200) needs one")
+        if status not in (NETWORK_FAULT, SLOW) and not 400 <= status <= 599:
+            raise ValueError("add_fault: status must be 0 (network), 200 (slow) or an HTTP error status")
         self._queues.setdefault(operation, deque()).append(
-            Fault(status, code, message, times, after or crash, crash, max(0, int(skip))))
+            Fault(status, code, message, times, after or crash, crash, max(0, int(skip)), float(delay)))
 
     def take(self, operation: str) -> Fault | None:
         """The fault this call of `operation` meets, if any: its own queue
@@ -111,6 +117,10 @@ class FaultQueue:
                     queue.popleft()
                 return fault
         return None
+
+    def clear(self) -> None:
+        """Forget the faults still queued."""
+        self._queues.clear()
 
     def pending(self) -> dict[str, int]:
         """operation -> how many calls still fail."""

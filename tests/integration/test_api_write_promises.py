@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ from devstack.dynamodb import client
 from devstack.stack import LocalStack
 from tests.conftest import Client
 from tests.faults.test_dynamodb_throttling import PYNAMODB_ATTEMPTS, table, throttle
+from tests.integration.test_health_and_openapi import assert_error
 from tests.integration.test_subscriptions import card, ok, owner, price_id
 from tests.integration.webhook_helpers import fake, settled
 
@@ -165,3 +169,94 @@ def stack_row_digest(stack: LocalStack, customer_id: str) -> dict[str, str]:
         TableName=stack.runtimes["ApiFunction"].env["CUSTOMERS_TABLE"], Key={"pk": {"S": customer_id}},
         ConsistentRead=True)["Item"]
     return dict(json.loads(item["tax_location_digest"]["S"]))
+
+
+# -- 10. PATCH If-Match holds to the end ---------------------------------------------------
+
+
+def api_session(api: Client) -> Client:
+    """A client of its own (requests' sessions are not shared across threads)."""
+    return Client(api.base_url)
+
+
+def stripe_updates(stack: LocalStack, processor_id: str) -> int:
+    return len([c for c in fake(stack).calls if c["operation"] == "update_customer"
+                and c["args"].get("customer_id") == processor_id])
+
+
+def concurrently(n: int, call: Any) -> list[Any]:
+    """`call(i)` for i in range(n), released together."""
+    barrier = threading.Barrier(n)
+
+    def run(i: int) -> Any:
+        barrier.wait(timeout=30)
+        return call(i)
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(run, range(n)))
+
+
+def warm_api_workers(stack: LocalStack, api: Client, customer_id: str, n: int = 4) -> None:
+    """Until `n` API workers serve at once: the local runtime starts a worker
+    only when a request finds every one busy, and a new one takes seconds to
+    start, so until then requests queue behind the warm one. Polled with
+    rounds of `n` PATCHes whose Stripe calls each answer 1 s late."""
+    assert stack.settings.concurrency >= n
+    deadline = time.monotonic() + 120
+    while True:
+        ok(api.post("/_local/fake-stripe/faults", {"operation": "update_customer", "delay": 1.0, "times": n}))
+        started = time.monotonic()
+        answers = concurrently(n, lambda i: api_session(api).patch(f"/v1/customers/{customer_id}",
+                                                                   {"name": f"warm-{uuid.uuid4().hex[:6]}"}))
+        took = time.monotonic() - started
+        assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+        if took < 1.9:  # each call's second overlapped: n workers at once
+            break
+        assert time.monotonic() < deadline, f"the API never served {n} requests at once"
+    settled(api)
+
+
+def test_concurrent_patches_on_one_etag_one_wins_before_stripe(stack: LocalStack, api: Client) -> None:
+    customer = ok(api.put(f"/v1/owners/User/{uuid.uuid4()}/customer", {"email": "race@example.com"}), 201)
+    warm_api_workers(stack, api, customer["id"])
+    got = api.get(f"/v1/customers/{customer['id']}")
+    etag, before = got.headers["ETag"], stripe_updates(stack, customer["processor_id"])
+    ledger_before = len(ok(api.get(f"/v1/customers/{customer['id']}/events", params={"limit": "100"}))["data"])
+    # Stripe answers slowly, so under a check made only before the Stripe
+    # call every racer would pass it before any of them writes.
+    ok(api.post("/_local/fake-stripe/faults", {"operation": "update_customer", "delay": 1.0, "times": 4}))
+    answers = concurrently(4, lambda i: api_session(api).patch(f"/v1/customers/{customer['id']}",
+                                                               {"name": f"racer-{i}"}, headers={"If-Match": etag}))
+    assert sorted(a.status_code for a in answers) == [200, 412, 412, 412], [a.text for a in answers]
+    assert stripe_updates(stack, customer["processor_id"]) == before + 1
+    assert api.delete("/_local/fake-stripe/faults").status_code == 200  # the slow answers no 412 met
+    (winner,) = [a for a in answers if a.status_code == 200]
+    settled(api)
+    final = api.get(f"/v1/customers/{customer['id']}")
+    assert final.json()["name"] == winner.json()["name"] and final.headers["ETag"] == winner.headers["ETag"]
+    assert fake(stack).retrieve_customer(customer["processor_id"])["name"] == winner.json()["name"]
+    rows = ok(api.get(f"/v1/customers/{customer['id']}/events", params={"limit": "100"}))["data"]
+    assert [(e["type"], e["actor_type"]) for e in rows[:len(rows) - ledger_before]] == [("customer.updated", "api")]
+
+
+def test_a_patch_that_dies_after_its_claim_leaves_the_customer_usable(stack: LocalStack, api: Client) -> None:
+    customer = ok(api.put(f"/v1/owners/User/{uuid.uuid4()}/customer", {"email": "crash@example.com"}), 201)
+    settled(api)
+    etag = api.get(f"/v1/customers/{customer['id']}").headers["ETag"]
+    # Stripe applies the change, and the API's process dies before it hears the answer.
+    ok(api.post("/_local/fake-stripe/faults", {"operation": "update_customer", "crash": True}))
+    died = api.patch(f"/v1/customers/{customer['id']}", {"name": "lost answer"}, headers={"If-Match": etag})
+    assert died.status_code >= 500
+    settled(api)  # Stripe's customer.updated settles what Stripe holds
+    current = api.get(f"/v1/customers/{customer['id']}")
+    assert current.json()["name"] == "lost answer" and current.headers["ETag"] != etag
+    # The claim wrote no ledger row of its own: the only customer.updated is Stripe's.
+    updates = [e for e in ok(api.get(f"/v1/customers/{customer['id']}/events"))["data"]
+               if e["type"] == "customer.updated"]
+    assert [e["actor_type"] for e in updates] == ["webhook"]
+    assert_error(api.patch(f"/v1/customers/{customer['id']}", {"name": "stale"}, headers={"If-Match": etag}),
+                 412, "precondition_failed")
+    fresh = api.patch(f"/v1/customers/{customer['id']}", {"name": "next"},
+                      headers={"If-Match": current.headers["ETag"]})
+    assert fresh.status_code == 200, fresh.text
+    assert fresh.json()["name"] == "next"

@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from pynamodb.exceptions import TransactWriteError
+from pynamodb.exceptions import TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 
 from billing.core import clock, idempotency, metadata
@@ -25,7 +25,7 @@ from billing.customers.keys import RESERVED_METADATA, owner_key
 from billing.customers.records import load, to_api
 from billing.customers.stripe_held import answer_watermark, apply_columns
 from billing.data import ledger
-from billing.data.cancellation import condition_failed
+from billing.data.cancellation import condition_failed, error_code
 from billing.data.ledger import Actor
 from billing.data.tables import CustomerRow, connection
 from billing.data.transactions import retry_on_conflict
@@ -118,12 +118,29 @@ def _check_currency(row: CustomerRow, changes: dict[str, Any]) -> None:
                        {"currency": held})
 
 
-def _send_to_stripe(row: CustomerRow, params: dict[str, Any]) -> dict[str, Any]:
+def _claim(row: CustomerRow) -> None:
+    """Take the version read before calling Stripe: a conditional write that
+    only bumps lock_version, so a second PATCH with the same If-Match is 412
+    here, before it reaches Stripe. It changes nothing else and writes no
+    ledger row: a request that dies after it leaves a row whose new ETag
+    works, and Stripe's customer.updated settles whatever Stripe ended with."""
+    try:
+        # A no-op SET (PynamoDB needs one action); it adds lock_version + 1, on
+        # condition of the version read.
+        row.update(actions=[CustomerRow.updated_at.set(CustomerRow.updated_at)])
+    except UpdateError as exc:
+        if error_code(exc) != "ConditionalCheckFailedException":
+            raise
+        raise PreconditionFailed("the customer changed concurrently",
+                                 {"lock_version": load(row.pk).lock_version}) from None
+
+
+def _send_to_stripe(row: CustomerRow, params: dict[str, Any], version: int) -> dict[str, Any]:
     """Stripe first, under a key derived from the operation, the customer, the
     version read and the request (billing.core.idempotency): the same request
     retried is the same Stripe call. A refusal changes nothing here."""
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
-    key = idempotency.processor_key("customer-update", row.pk, str(row.lock_version), digest)
+    key = idempotency.processor_key("customer-update", row.pk, str(version), digest)
     try:
         return get_processor().update_customer(str(row.processor_id), idempotency_key=key, fields=params)
     except ProcessorFailure as failure:
@@ -138,7 +155,9 @@ def update(customer_id: str, changes: dict[str, Any], *, expected_version: int |
     and a change of only those never calls Stripe.
 
     With an expected version (If-Match or body lock_version) a stale one is
-    412 before Stripe is called, and nothing is written. The row takes
+    412 before Stripe is called, and nothing is written; a Stripe change
+    claims that version first (_claim), so of concurrent PATCHes with one
+    ETag one reaches Stripe and the others are 412. The row takes
     Stripe's answer (the columns Stripe holds, and in `data` the fields
     sent) with the answer's time as its watermark, so Stripe's
     customer.updated for this very change settles without a second change
@@ -156,7 +175,10 @@ def update(customer_id: str, changes: dict[str, Any], *, expected_version: int |
     answer: dict[str, Any] | None = None
     answered_at, answer_mark = 0, ""
     if params and row.processor_id:
-        answer = _send_to_stripe(row, params)
+        version = int(row.lock_version or 0)
+        if expected_version is not None:
+            _claim(row)
+        answer = _send_to_stripe(row, params, version)
         answered_at, answer_mark = answer_watermark()
 
     def mutate(current: CustomerRow, at: str) -> dict[str, Any] | None:
