@@ -97,8 +97,8 @@ class FakeCore:
                 entry["idempotency_key"] = idempotency_key
             self._calls.append(entry)
             fault = self._faults.take(operation)
-        if fault is not None and fault.delay:
-            time.sleep(fault.delay)  # a slow Stripe: the call runs late, other calls meanwhile
+        if fault is not None and fault.delay and not fault.after:
+            self._faults.wait(fault.delay)  # a slow Stripe: the call runs late, other calls meanwhile
             if fault.status == SLOW:
                 fault = None
         with self._lock:
@@ -112,14 +112,17 @@ class FakeCore:
                 if fault is not None and fault.crash:
                     entry["error"] = {"crash": True}
                     raise ProcessCrash(operation)
-                if fault is not None:
+                if fault is not None and fault.status != SLOW:
                     raise failure_for(fault, self._error)
             except ProcessorFailure as failure:
                 entry["error"] = {"status": failure.status, **failure.to_safe_dict()}
                 raise
             finally:
                 self._request = None
-            return copy.deepcopy(result)
+            answer = copy.deepcopy(result)
+        if fault is not None and fault.delay:
+            self._faults.wait(fault.delay)  # the call took effect; its answer comes late
+        return answer
 
     # -- helpers ----------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ all (NETWORK_FAULT, or a timeout), a response lost after the call took effect
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -26,7 +27,9 @@ FAULT_ALIASES: Final[dict[str, frozenset[str]]] = {
 # add_fault(op, NETWORK_FAULT): no HTTP response at all (connection failed);
 # with code="timeout", the request timed out.
 NETWORK_FAULT: Final = 0
-# add_fault(op, SLOW, delay=s): no failure, the answer only comes `delay` seconds late.
+# add_fault(op, SLOW, delay=s): no failure, the call runs `delay` seconds late
+# (after=True: it takes effect at once and its answer comes late); clearing the
+# faults answers a waiting call at once.
 SLOW: Final = 200
 
 
@@ -74,6 +77,8 @@ class FaultQueue:
 
     def __init__(self) -> None:
         self._queues: dict[str, deque[Fault]] = {}
+        # Set (and replaced) by clear(): wakes the calls waiting out a delay.
+        self._released = threading.Event()
 
     def add(
         self,
@@ -119,8 +124,15 @@ class FaultQueue:
         return None
 
     def clear(self) -> None:
-        """Forget the faults still queued."""
+        """Forget the faults still queued, and answer the calls still waiting
+        out a delay now."""
         self._queues.clear()
+        released, self._released = self._released, threading.Event()
+        released.set()
+
+    def wait(self, seconds: float) -> None:
+        """Wait out a delay: `seconds`, or until clear()."""
+        self._released.wait(seconds)
 
     def pending(self) -> dict[str, int]:
         """operation -> how many calls still fail."""

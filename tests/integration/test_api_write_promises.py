@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from devstack.dynamodb import client
 from devstack.stack import LocalStack
 from tests.conftest import Client
@@ -260,3 +262,51 @@ def test_a_patch_that_dies_after_its_claim_leaves_the_customer_usable(stack: Loc
                       headers={"If-Match": current.headers["ETag"]})
     assert fresh.status_code == 200, fresh.text
     assert fresh.json()["name"] == "next"
+
+
+# -- 13. the call that created a customer answers 201 -----------------------------------------
+
+
+def until(condition: Any, what: str, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (found := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return found
+
+
+def creates_for(stack: LocalStack, owner_id: str) -> list[dict[str, Any]]:
+    return [c for c in fake(stack).calls if c["operation"] == "create_customer"
+            and c["args"]["metadata"].get("owner_id") == owner_id]
+
+
+@pytest.mark.parametrize("callers", [1, 2])
+def test_the_call_that_created_a_customer_answers_201_when_its_webhook_landed_first(
+        stack: LocalStack, api: Client, callers: int) -> None:
+    owner_id = str(uuid.uuid4())
+    path = f"/v1/owners/User/{owner_id}/customer"
+    # Stripe makes the customer at once; its answer to the API is held (until
+    # the faults are cleared) while Stripe's customer.created is delivered.
+    ok(api.post("/_local/fake-stripe/faults", {"operation": "create_customer", "delay": 30, "after": True,
+                                                "times": callers}))
+    assert api.post("/_local/fake-stripe/delivery", {"hold": True}).status_code == 200
+    try:
+        with ThreadPoolExecutor(max_workers=callers) as pool:
+            puts = [pool.submit(api_session(api).put, path, {"email": "first@example.com"})
+                    for _ in range(callers)]
+            until(lambda: len(creates_for(stack, owner_id)) == callers, "the API's calls to Stripe")
+            assert api.post("/_local/fake-stripe/delivery", {"hold": False}).status_code == 200
+            settled(api)  # customer.created delivered and applied: the webhook made the row
+            until(lambda: ok(api.get("/v1/customers", params={"owner_type": "User", "owner_id": owner_id}))["data"],
+                  "the webhook's row")
+            assert api.delete("/_local/fake-stripe/faults").status_code == 200  # Stripe's answers arrive
+            answers = [p.result(timeout=60) for p in puts]
+    finally:
+        api.post("/_local/fake-stripe/delivery", {"hold": False})
+        api.delete("/_local/fake-stripe/faults")
+    assert sorted(a.status_code for a in answers) == [200] * (callers - 1) + [201], [a.text for a in answers]
+    assert len({a.json()["id"] for a in answers}) == 1
+    settled(api)
+    assert api.put(path).status_code == 200  # an existing owner's fetch-or-create
+    rows = ok(api.get(f"/v1/customers/{answers[0].json()['id']}/events", params={"limit": "100"}))["data"]
+    assert [e["type"] for e in rows].count("customer.created") == 1

@@ -44,3 +44,20 @@ def test_faults_no_call_met_can_be_cleared() -> None:
 def test_a_slow_answer_needs_a_delay() -> None:
     with pytest.raises(ValueError, match="delay"):
         FakeProcessor().add_fault("update_customer", SLOW)
+
+
+def test_an_answer_held_after_the_call_took_effect_comes_when_the_faults_are_cleared() -> None:
+    fake = FakeProcessor()
+    fake.add_fault("create_customer", SLOW, delay=30, after=True)
+    answers: list[dict[str, object]] = []
+    thread = threading.Thread(target=lambda: answers.append(
+        fake.create_customer(idempotency_key="held-1", email=None, name=None, metadata={})))
+    thread.start()
+    deadline = time.monotonic() + 5
+    while fake.snapshot()["customers"] == 0:  # it took effect while its answer waits
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert not answers
+    fake.clear_faults()
+    thread.join(timeout=5)
+    assert answers and str(answers[0]["id"]).startswith("cus_fake_")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pynamodb.exceptions import TransactWriteError
+from pynamodb.exceptions import PutError, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
 from billing.core import clock, ids
@@ -22,6 +22,7 @@ from billing.customers.keys import (
     CustomerAttrs,
     check_attrs,
     create_idempotency_key,
+    created_guard,
     is_valid_owner,
     owner_guard,
     owner_key,
@@ -31,7 +32,7 @@ from billing.customers.keys import (
 from billing.customers.records import find_by_owner, find_by_processor_id, load, to_api
 from billing.customers.stripe_held import answer_watermark, apply_columns
 from billing.data import ledger
-from billing.data.cancellation import condition_failed
+from billing.data.cancellation import condition_failed, error_code
 from billing.data.ledger import Actor
 from billing.data.reads import find
 from billing.data.tables import CustomerRow, GuardRow, connection
@@ -116,6 +117,8 @@ def _create(owner_type: str, owner_id: str, attrs: CustomerAttrs, actor: Actor, 
         try:
             with TransactWrite(connection=connection()) as tw:
                 _add_row(tw, row, claim, generation, actor, key)
+                tw.save(GuardRow(pk=created_guard(processor, str(row.processor_id)), customer_id=row.pk),
+                        condition=GuardRow.pk.does_not_exist())
         except TransactWriteError as exc:
             if condition_failed(exc):
                 return _linked_concurrently(owner_type, owner_id, processor, str(obj["id"]), explicit)
@@ -141,7 +144,23 @@ def _linked_concurrently(owner_type: str, owner_id: str, processor: str, process
     if explicit and existing.processor_id != processor_id:
         raise Conflict(f"owner {owner_type}/{owner_id} already has a {processor} customer",
                        {"customer_id": existing.pk})
-    return existing, False
+    return existing, existing.processor_id == processor_id and _claim_creation(processor, existing)
+
+
+def _claim_creation(processor: str, existing: CustomerRow) -> bool:
+    """This call's create (its owner-derived key) made the processor customer
+    the row holds, but Stripe's customer.created wrote the row first: the
+    call still created the customer and answers 201, unless another call
+    made under the same key claimed that answer first (concurrent PUTs:
+    exactly one 201)."""
+    try:
+        GuardRow(pk=created_guard(processor, str(existing.processor_id)), customer_id=existing.pk).save(
+            condition=GuardRow.pk.does_not_exist())
+    except PutError as exc:
+        if error_code(exc) == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
 
 
 def fetch_or_create(owner_type: str, owner_id: str, attrs: CustomerAttrs, actor: Actor

@@ -57,6 +57,13 @@ def processor_guard(processor: str, processor_id: str) -> str:
     return f"guard#processor_id#{processor}#{processor_id}"
 
 
+def created_guard(processor: str, processor_id: str) -> str:
+    """Who answered 201 for a processor customer the API created: claimed by
+    the API call that wrote the row, or, when Stripe's customer.created wrote
+    it first, by the first of the calls whose create made that customer."""
+    return f"guard#created#{processor}#{processor_id}"
+
+
 def create_idempotency_key(processor: str, owner_type: str, owner_id: str, generation: int) -> str:
     """Derived from the owner, so concurrent creators get one processor customer."""
     digest = hashlib.sha256(json.dumps([processor, owner_type, owner_id, generation]).encode()).hexdigest()
