@@ -89,7 +89,8 @@ def test_patch_goes_to_stripe_first_then_the_row_and_its_ledger_row(fake: FakePr
         "billing@acme.dev", "Acme Dev", "core")
     assert (after["email"], after["name"], after["preferred_timezone"], after["metadata"]) == (
         "billing@acme.dev", "Acme Dev", "UTC", {"team": "core"})
-    assert after["lock_version"] == customer["lock_version"] + 1
+    # The If-Match version claimed before Stripe was called, then Stripe's answer written.
+    assert after["lock_version"] == customer["lock_version"] + 2
     assert after["last_stripe_event_id"].startswith("api_")
     last = _ledger(customer["id"])[-1]
     assert last.type == "customer.updated" and last.actor_type == "api"

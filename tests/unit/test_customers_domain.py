@@ -44,7 +44,7 @@ def test_stale_lock_version_is_412_and_writes_nothing(fake: FakeProcessor) -> No
     update.update(body["id"], {"name": "First"}, expected_version=body["lock_version"], actor=API)
     with pytest.raises(PreconditionFailed) as stale:
         update.update(body["id"], {"name": "Second"}, expected_version=body["lock_version"], actor=API)
-    assert stale.value.details == {"lock_version": body["lock_version"] + 1}
+    assert stale.value.details == {"lock_version": body["lock_version"] + 2}  # the claim, then the write
     current = records.get(body["id"], [])
     assert current["name"] == "First"
     assert _ledger(body["id"]) == ["customer.created", "customer.updated"]

@@ -118,16 +118,23 @@ def _check_currency(row: CustomerRow, changes: dict[str, Any]) -> None:
                        {"currency": held})
 
 
-def _claim(row: CustomerRow) -> None:
+def _update_key(customer_id: str, version: int, params: dict[str, Any]) -> str:
+    """The Stripe idempotency key of a PATCH: the operation, the customer, the
+    version it was sent on and the request (billing.core.idempotency), so the
+    same request retried is the same Stripe call."""
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+    return idempotency.processor_key("customer-update", customer_id, str(version), digest)
+
+
+def _claim(row: CustomerRow, key: str) -> None:
     """Take the version read before calling Stripe: a conditional write that
-    only bumps lock_version, so a second PATCH with the same If-Match is 412
-    here, before it reaches Stripe. It changes nothing else and writes no
-    ledger row: a request that dies after it leaves a row whose new ETag
-    works, and Stripe's customer.updated settles whatever Stripe ended with."""
+    bumps lock_version and names the claiming request (its Stripe key), so a
+    second PATCH with the same If-Match is 412 here, before it reaches
+    Stripe. It changes no column and writes no ledger row: a request that
+    dies after it leaves a row whose new ETag works (and its own retry
+    resumes), and Stripe's customer.updated settles whatever Stripe ended with."""
     try:
-        # A no-op SET (PynamoDB needs one action); it adds lock_version + 1, on
-        # condition of the version read.
-        row.update(actions=[CustomerRow.updated_at.set(CustomerRow.updated_at)])
+        row.update(actions=[CustomerRow.patch_claim.set(key)])  # + lock_version, on the version read
     except UpdateError as exc:
         if error_code(exc) != "ConditionalCheckFailedException":
             raise
@@ -135,12 +142,20 @@ def _claim(row: CustomerRow) -> None:
                                  {"lock_version": load(row.pk).lock_version}) from None
 
 
-def _send_to_stripe(row: CustomerRow, params: dict[str, Any], version: int) -> dict[str, Any]:
-    """Stripe first, under a key derived from the operation, the customer, the
-    version read and the request (billing.core.idempotency): the same request
-    retried is the same Stripe call. A refusal changes nothing here."""
-    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
-    key = idempotency.processor_key("customer-update", row.pk, str(version), digest)
+def _resumes_claim(row: CustomerRow, changes: dict[str, Any], expected_version: int | None) -> bool:
+    """The same request again (its Idempotency-Key) after it claimed the
+    version and died before writing Stripe's answer: nothing else wrote since."""
+    if expected_version is None or row.patch_claim is None or row.lock_version != expected_version + 1:
+        return False
+    try:
+        params = _stripe_params(row, changes)
+    except ValidationFailed:
+        return False
+    return row.patch_claim == _update_key(row.pk, expected_version, params)
+
+
+def _send_to_stripe(row: CustomerRow, params: dict[str, Any], key: str) -> dict[str, Any]:
+    """Stripe first, under the request's key (_update_key). A refusal changes nothing here."""
     try:
         return get_processor().update_customer(str(row.processor_id), idempotency_key=key, fields=params)
     except ProcessorFailure as failure:
@@ -167,7 +182,9 @@ def update(customer_id: str, changes: dict[str, Any], *, expected_version: int |
     newer Stripe state already on the row is kept.
     """
     row = load(customer_id)
-    _check_version(row, expected_version)
+    resumed = _resumes_claim(row, changes, expected_version)
+    if not resumed:
+        _check_version(row, expected_version)
     if row.deleted_at:
         raise Conflict(f"customer {customer_id} is deleted")
     _check_currency(row, changes)
@@ -175,10 +192,11 @@ def update(customer_id: str, changes: dict[str, Any], *, expected_version: int |
     answer: dict[str, Any] | None = None
     answered_at, answer_mark = 0, ""
     if params and row.processor_id:
-        version = int(row.lock_version or 0)
-        if expected_version is not None:
-            _claim(row)
-        answer = _send_to_stripe(row, params, version)
+        key = _update_key(row.pk, expected_version if resumed and expected_version is not None
+                          else int(row.lock_version or 0), params)
+        if expected_version is not None and not resumed:
+            _claim(row, key)
+        answer = _send_to_stripe(row, params, key)
         answered_at, answer_mark = answer_watermark()
 
     def mutate(current: CustomerRow, at: str) -> dict[str, Any] | None:

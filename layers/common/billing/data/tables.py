@@ -146,6 +146,9 @@ class CustomerRow(Model):
     data = JSONAttribute(default=dict)
     default_payment_method_id = UnicodeAttribute(null=True)
     tax_location_digest = JSONAttribute(null=True)
+    # The Stripe idempotency key of the PATCH that claimed the current
+    # lock_version before calling Stripe (customers.update): its own retry resumes.
+    patch_claim = UnicodeAttribute(null=True)
     last_stripe_event_ts = NumberAttribute(null=True)
     last_stripe_event_id = UnicodeAttribute(null=True)
     inserted_at = UnicodeAttribute()
