@@ -14,11 +14,13 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from pynamodb.exceptions import TransactWriteError, UpdateError
+from botocore.exceptions import ClientError
+from pynamodb.exceptions import PynamoDBException, TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 
 from billing.core import clock, idempotency, metadata
 from billing.core.errors import Conflict, PreconditionFailed, ValidationFailed
+from billing.core.observability import logger
 from billing.core.pii import scrub
 from billing.customers.create import add_owner_release
 from billing.customers.keys import RESERVED_METADATA, owner_key
@@ -142,6 +144,25 @@ def _claim(row: CustomerRow, key: str) -> None:
                                  {"lock_version": load(row.pk).lock_version}) from None
 
 
+def _release(customer_id: str, version: int, key: str) -> None:
+    """Give the claimed version back when the PATCH failed after its claim
+    (Stripe refused it or was unreachable, the row write was throttled): the
+    claim changed no column, so the ETag the caller holds is current again
+    and the same request can be sent again. Only the claim's own version is
+    reset (a raw UpdateItem: PynamoDB's version attribute only counts up);
+    anything written since keeps the version it has. A request that dies
+    instead leaves the claim, and the row's new ETag works."""
+    try:
+        # The model's table connection (its schema known, no DescribeTable).
+        CustomerRow._get_connection().update_item(
+            customer_id,
+            actions=[CustomerRow.lock_version.set(version), CustomerRow.patch_claim.remove()],
+            condition=(CustomerRow.lock_version == version + 1) & (CustomerRow.patch_claim == key))
+    except (PynamoDBException, ClientError) as exc:
+        # Lost (a newer write) or unavailable: the row's new ETag works either way.
+        logger.warning("PATCH claim kept", extra={"customer_id": customer_id, "error_type": type(exc).__name__})
+
+
 def _resumes_claim(row: CustomerRow, changes: dict[str, Any], expected_version: int | None) -> bool:
     """The same request again (its Idempotency-Key) after it claimed the
     version and died before writing Stripe's answer: nothing else wrote since."""
@@ -191,12 +212,20 @@ def update(customer_id: str, changes: dict[str, Any], *, expected_version: int |
     params = _stripe_params(row, changes)
     answer: dict[str, Any] | None = None
     answered_at, answer_mark = 0, ""
+    claimed: tuple[int, str] | None = None
     if params and row.processor_id:
         key = _update_key(row.pk, expected_version if resumed and expected_version is not None
                           else int(row.lock_version or 0), params)
-        if expected_version is not None and not resumed:
-            _claim(row, key)
-        answer = _send_to_stripe(row, params, key)
+        if expected_version is not None:
+            if not resumed:
+                _claim(row, key)
+            claimed = (expected_version, key)
+        try:
+            answer = _send_to_stripe(row, params, key)
+        except Exception:
+            if claimed is not None:
+                _release(customer_id, *claimed)
+            raise
         answered_at, answer_mark = answer_watermark()
 
     def mutate(current: CustomerRow, at: str) -> dict[str, Any] | None:
@@ -236,7 +265,12 @@ def update(customer_id: str, changes: dict[str, Any], *, expected_version: int |
     # After Stripe answered, a lost race re-reads and applies again; before
     # (nothing sent), the expected version holds to the write.
     guarded = expected_version if answer is None else None
-    return to_api(_change(customer_id, mutate, "customer.updated", actor, expected_version=guarded))
+    try:
+        return to_api(_change(customer_id, mutate, "customer.updated", actor, expected_version=guarded))
+    except Exception:
+        if claimed is not None:
+            _release(customer_id, *claimed)
+        raise
 
 
 def put_data(customer_id: str, data: dict[str, Any], actor: Actor) -> dict[str, Any]:
