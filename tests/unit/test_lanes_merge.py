@@ -32,7 +32,7 @@ class _MemoryRead:
         ordered = self.lanes.get(lane.name, [])
         start = 0
         if isinstance(lane.fetched_to, list):
-            start = ordered.index(tuple(lane.fetched_to)) + 1  # type: ignore[arg-type]
+            start = ordered.index(tuple(lane.fetched_to)) + 1
         evaluated = ordered[start:start + self.page_entries]
         lane.buffer.extend(e for e in evaluated if e[1] not in self.dropped)
         lane.more = start + len(evaluated) < len(ordered)
