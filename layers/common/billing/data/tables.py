@@ -19,7 +19,7 @@ from pynamodb.attributes import (
     VersionAttribute,
 )
 from pynamodb.connection import Connection
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, Projection
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection, KeysOnlyProjection, Projection
 from pynamodb.models import Model
 
 from billing.core import snapstart
@@ -93,8 +93,9 @@ class _Meta:
 
 
 def _index(name: str, hash_key: str, range_key: str | None = None, *,
-           projection: Projection | None = None) -> GlobalSecondaryIndex[Any]:
-    """A GSI declared as template.yaml declares it (PynamoDB queries only what it knows)."""
+           projection: Projection | None = None, laned: bool = False) -> GlobalSecondaryIndex[Any]:
+    """A GSI declared as template.yaml declares it (PynamoDB queries only what it knows).
+    A laned one's partition key is spread over lanes (billing.data.lanes)."""
     attrs: dict[str, Any] = {
         "Meta": type("Meta", (), {"index_name": name, "projection": projection or AllProjection()}),
         hash_key: UnicodeAttribute(hash_key=True),
@@ -102,6 +103,7 @@ def _index(name: str, hash_key: str, range_key: str | None = None, *,
     if range_key:
         attrs[range_key] = UnicodeAttribute(range_key=True)
     index: GlobalSecondaryIndex[Any] = type(f"Index_{name}", (GlobalSecondaryIndex,), attrs)()
+    index.laned = laned  # type: ignore[attr-defined]
     return index
 
 
@@ -126,11 +128,13 @@ class CustomerRow(Model):
     by_email = _index("by_email", "email", "inserted_at")
     by_currency = _index("by_currency", "currency", "inserted_at")
     by_processor_id = _index("by_processor_id", "processor_id")
-    by_inserted = _index("by_inserted", "list_key", "inserted_at")
+    # Every customer, newest first, over lanes (laned("customer", pk)); projects what its filters read.
+    by_inserted_lane = _index("by_inserted_lane", "list_lane", "inserted_at", laned=True,
+                              projection=IncludeProjection(["deleted_at"]))
 
     pk = UnicodeAttribute(hash_key=True)
     kind = UnicodeAttribute(default="customer")
-    list_key = UnicodeAttribute(default="customer")
+    list_lane = UnicodeAttribute(null=True)
     owner_type = UnicodeAttribute(null=True)
     owner_id = UnicodeAttribute(null=True)
     owner_key = UnicodeAttribute(null=True)
@@ -220,12 +224,15 @@ class SubscriptionRow(_ProjectionAttributes):
         table_name = _table(SUBSCRIPTIONS_TABLE)
 
     # An index per list filter (GET /v1/subscriptions, /invoices, /charges), newest first.
+    # The status and whole-list ones are laned (billing.data.lanes) and project
+    # keys only: a renewal's update writes no entry unless its status changes.
     by_customer = _index("by_customer", "customer_id", "sort_key")
-    by_status = _index("by_status", "status", "sort_key")
+    by_status_lane = _index("by_status_lane", "status_lane", "sort_key", laned=True, projection=KeysOnlyProjection())
     by_price = _index("by_price", "price_id", "sort_key")
-    by_list = _index("by_list", "list_key", "sort_key")
+    by_list_lane = _index("by_list_lane", "list_lane", "sort_key", laned=True, projection=KeysOnlyProjection())
 
-    list_key = UnicodeAttribute(default="subscription")
+    list_lane = UnicodeAttribute(null=True)
+    status_lane = UnicodeAttribute(null=True)
     # The first item's price and product (`?price=` filters on it); pause_behavior while collection is paused.
     price_id, product_id, pause_behavior = (UnicodeAttribute(null=True) for _ in range(3))
     quantity, current_period_end, trial_end = (NumberAttribute(null=True) for _ in range(3))
@@ -237,11 +244,12 @@ class InvoiceRow(_ProjectionAttributes):
         table_name = _table(INVOICES_TABLE)
 
     by_customer = _index("by_customer", "customer_id", "sort_key")
-    by_status = _index("by_status", "status", "sort_key")
+    by_status_lane = _index("by_status_lane", "status_lane", "sort_key", laned=True, projection=KeysOnlyProjection())
     by_subscription = _index("by_subscription", "subscription_id", "sort_key")
-    by_list = _index("by_list", "list_key", "sort_key")
+    by_list_lane = _index("by_list_lane", "list_lane", "sort_key", laned=True, projection=KeysOnlyProjection())
 
-    list_key = UnicodeAttribute(default="invoice")
+    list_lane = UnicodeAttribute(null=True)
+    status_lane = UnicodeAttribute(null=True)
     subscription_id, billing_reason, currency = (UnicodeAttribute(null=True) for _ in range(3))
     amount_due, amount_paid = NumberAttribute(null=True), NumberAttribute(null=True)
 
@@ -252,9 +260,9 @@ class ChargeRow(_ProjectionAttributes):
 
     by_customer = _index("by_customer", "customer_id", "sort_key")
     by_subscription = _index("by_subscription", "subscription_id", "sort_key")
-    by_list = _index("by_list", "list_key", "sort_key")
+    by_list_lane = _index("by_list_lane", "list_lane", "sort_key", laned=True, projection=KeysOnlyProjection())
 
-    list_key = UnicodeAttribute(default="charge")
+    list_lane = UnicodeAttribute(null=True)
     # subscription_id: through the charge's invoice, when it names one.
     invoice_id, subscription_id, currency = (UnicodeAttribute(null=True) for _ in range(3))
     amount = NumberAttribute(null=True)
@@ -372,10 +380,13 @@ class PromotionCodeRow(_Watermarked):
 
     by_code = _index("by_code", "code_key")
     by_coupon = _index("by_coupon", "coupon_id", "expires_sort")
-    by_expires_at = _index("by_expires_at", "list_key", "expires_sort")
-    by_times_redeemed = _index("by_times_redeemed", "list_key", "redeemed_sort")
+    # The whole list in either order, laned (billing.data.lanes); they project what its filters read.
+    by_expires_lane = _index("by_expires_lane", "list_lane", "expires_sort", laned=True,
+                             projection=IncludeProjection(["coupon_id", "active"]))
+    by_redeemed_lane = _index("by_redeemed_lane", "list_lane", "redeemed_sort", laned=True,
+                              projection=IncludeProjection(["coupon_id", "active"]))
 
-    list_key = UnicodeAttribute(default="promotion_code")
+    list_lane = UnicodeAttribute(null=True)
     code = UnicodeAttribute(null=True)
     code_key = UnicodeAttribute(null=True)  # code_key_for(code)
     coupon_id = UnicodeAttribute(null=True)
