@@ -81,9 +81,13 @@ def cancel(identifier: str, actor: Actor) -> dict[str, Any]:
             raise Conflict(f"usage {identifier} is {row.stripe_status}", {"stripe_status": row.stripe_status})
         previous = row.stripe_status
         try:
+            # Not stamped maybe-sent since the read either (that stamp keeps
+            # the version): otherwise decide again, and cancel it at Stripe.
+            unsent = MeterEventRow.maybe_sent_at.exists() if row.maybe_sent_at else \
+                MeterEventRow.maybe_sent_at.does_not_exist()
             row.update(actions=canceled_actions(clock.iso()),
                        condition=(MeterEventRow.stripe_status == row.stripe_status)
-                       & (MeterEventRow.lock_version == row.lock_version))
+                       & (MeterEventRow.lock_version == row.lock_version) & unsent)
         except UpdateError as exc:
             if refused(exc):
                 # It moved since the read (reported, failed, swept): decide again.
@@ -126,3 +130,18 @@ def cancel_at_stripe(identifier: str, event_name: str, *, raced: bool, sent_as: 
         if not refused(exc):
             raise
     return False
+
+
+def compensate(sent: list[tuple[str, str, str]]) -> None:
+    """(identifier, event_name, identifier sent as) of rows whose event went
+    out to Stripe and whose outcome was not recorded: those that turned out
+    canceled (the cancel came while the call was on its way) are canceled at
+    Stripe too (the reporter, billing.metering.delivery)."""
+    if not sent:
+        return
+    rows = {r.pk: r for r in MeterEventRow.batch_get([i for i, _, _ in sent], consistent_read=True,
+                                                      attributes_to_get=["pk", "stripe_status"])}
+    for identifier, event_name, sent_as in sent:
+        row = rows.get(identifier)
+        if row is not None and row.stripe_status == CANCELED:
+            cancel_at_stripe(identifier, event_name, raced=True, sent_as=sent_as)

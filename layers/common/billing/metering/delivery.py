@@ -47,7 +47,7 @@ from billing.core.settings import DeliverySettings, load
 from billing.data.conditional import refused
 from billing.data.usage_tables import MeterEventRow
 from billing.metering import outbox
-from billing.metering.cancel import cancel_at_stripe
+from billing.metering.cancel import compensate
 from billing.metering.sessions import sessions as sessions  # re-exported: tests clear it
 from billing.processor import get_processor
 from billing.processor.base import MAX_STREAM_EVENTS
@@ -102,6 +102,8 @@ class Pending:
     pending_since: str
     # The identifier Stripe knows it by, if not its own (a retried rejection).
     stripe_identifier: str | None = None
+    maybe_sent: bool = False  # stamped already: a send may have landed
+    stamp_only: bool = False  # the image of that stamp's own write (outbox.maybe_sent_actions)
 
     @classmethod
     def from_image(cls, image: dict[str, Any]) -> Pending:
@@ -111,6 +113,8 @@ class Pending:
             timestamp=int(image["occurred_ts"]), inserted_at=str(image["inserted_at"]),
             pending_since=str(image.get("pending_since") or image["inserted_at"]),
             stripe_identifier=str(image["stripe_identifier"]) if image.get("stripe_identifier") else None,
+            maybe_sent=bool(image.get("maybe_sent_at")),
+            stamp_only=str(image.get("maybe_sent_at") or "") > str(image["updated_at"]),
         )
 
     @property
@@ -344,19 +348,6 @@ def _record(done: Sequence[tuple[Pending, Outcome]], at: str) -> list[tuple[Pend
     return [item for item, ok in zip(done, applied, strict=True) if ok]
 
 
-def _compensate(events: Sequence[Pending]) -> None:
-    """Rows whose event went out to Stripe and that turned out canceled (the
-    cancel came while the call was on its way): cancel them at Stripe too."""
-    if not events:
-        return
-    rows = {r.pk: r for r in MeterEventRow.batch_get([e.identifier for e in events], consistent_read=True,
-                                                      attributes_to_get=["pk", "stripe_status"])}
-    for event in events:
-        row = rows.get(event.identifier)
-        if row is not None and row.stripe_status == outbox.CANCELED:
-            cancel_at_stripe(event.identifier, event.event_name, raced=True, sent_as=event.sent_as)
-
-
 def _latency_ms(inserted_at: str, reported_at: str) -> float:
     start, end = datetime.fromisoformat(inserted_at), datetime.fromisoformat(reported_at)
     return max(0.0, (end - start).total_seconds() * 1000)
@@ -377,16 +368,17 @@ def deliver(events: Sequence[Pending], *, deadline: float, settings: DeliveryPol
     if to_send:
         send = _send_v2 if settings.mode == "v2" else _send_v1
         outcomes.update(send(to_send, settings, deadline))
-    # Deferred rows whose send may have landed are stamped so (the failure
-    # path's only extra write): a cancel then adjusts them at Stripe.
+    # Deferred rows whose send may have landed are stamped so, once (the
+    # failure path's only extra write): a cancel then adjusts them at Stripe.
     finished = [(e, outcomes[e.identifier]) for e in events if outcomes[e.identifier].kind in (REPORTED, FAILED)
-                or (outcomes[e.identifier].kind == RETRY and outcomes[e.identifier].sent)]
+                or (outcomes[e.identifier].kind == RETRY and outcomes[e.identifier].sent and not e.maybe_sent)]
     at = clock.iso()
     applied = _record(finished, at)
     landed = {e.identifier for e, _ in applied}
     # A call that went out and whose row was not recorded (canceled since,
     # or left pending): if the row is canceled now, Stripe must not bill it.
-    _compensate([e for e in events if outcomes[e.identifier].sent and e.identifier not in landed])
+    compensate([(e.identifier, e.event_name, e.sent_as) for e in events
+                if outcomes[e.identifier].sent and e.identifier not in landed])
     applied = [(e, o) for e, o in applied if o.kind != RETRY]
     reported = [e for e, o in applied if o.kind == REPORTED]
     failed = [(e, o) for e, o in applied if o.kind == FAILED]
@@ -414,6 +406,7 @@ def handle_stream(event: dict[str, Any], context: LambdaContext) -> PartialItemF
     """Deliver the batch, then let Powertools report the records to deliver again."""
     parsed: dict[str, Pending | None] = {}
     unique: dict[str, Pending] = {}
+    stamps: set[str] = set()
     for raw in event.get("Records") or []:
         record = DynamoDBRecord(raw)
         stream = record.dynamodb
@@ -424,6 +417,11 @@ def handle_stream(event: dict[str, Any], context: LambdaContext) -> PartialItemF
             logger.error("stream record is not a usage row", extra={"sequence_number": seq})
             parsed[seq] = None
             continue
+        if pending.stamp_only:
+            # The maybe-sent stamp's own record: the record whose send failed
+            # is being delivered again already; this one is not another.
+            stamps.add(seq)
+            continue
         parsed[seq] = pending
         # A row can appear twice in a batch (inserted, then swept or retried):
         # send it once, as its latest image describes it.
@@ -433,7 +431,10 @@ def handle_stream(event: dict[str, Any], context: LambdaContext) -> PartialItemF
 
     def record_handler(record: DynamoDBRecord) -> None:
         stream = record.dynamodb
-        pending = parsed.get(str(stream.sequence_number) if stream is not None else "")
+        seq = str(stream.sequence_number) if stream is not None else ""
+        if seq in stamps:
+            return
+        pending = parsed.get(seq)
         if pending is None:
             raise MalformedRecord("stream record is not a usage row")
         if outcomes[pending.identifier].kind == RETRY:

@@ -162,9 +162,12 @@ def row_identifier(stripe_identifier: str) -> str:
 
 def maybe_sent_actions(at: str) -> list[Action]:
     """A send whose answer never came may have reached Stripe (the first such
-    time is kept). Bumps the version, so a cancel that read the row before
-    decides again and cancels it at Stripe too (billing.metering.cancel)."""
-    return [MeterEventRow.maybe_sent_at.set(MeterEventRow.maybe_sent_at | at), MeterEventRow.lock_version.add(1)]
+    time is kept). updated_at is left as it was on purpose: a stream record
+    whose maybe_sent_at is newer than its updated_at is this stamp's own, and
+    the reporter does not deliver it again (the record that failed is being
+    retried already). A cancel conditions on the stamp's absence instead of
+    the version (billing.metering.cancel)."""
+    return [MeterEventRow.maybe_sent_at.set(MeterEventRow.maybe_sent_at | at)]
 
 
 def maybe_sent(row: MeterEventRow) -> bool:
