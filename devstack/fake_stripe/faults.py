@@ -112,6 +112,9 @@ class FaultQueue:
                 return fault
         return None
 
+    def clear(self) -> None:
+        self._queues.clear()
+
     def pending(self) -> dict[str, int]:
         """operation -> how many calls still fail."""
         return {op: sum(f.remaining for f in q) for op, q in self._queues.items() if q}

@@ -10,7 +10,7 @@
 - meter_event_summaries: the meter of an event name (the Fake has one for
   every event name it received, as if it had been configured), then the sum
   of the customer's events of that name in [start_time, end_time), canceled
-  ones left out, as one billing.meter_event_summary.
+  and rejected (a meter error) ones left out, as one billing.meter_event_summary.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class MeterAdjustmentsMixin(FakeCore):
                 event = record["event"]
                 if (event["event_name"] == event_name and event["payload"].get("stripe_customer_id") == customer_id
                         and start_time <= int(event["timestamp"]) < end_time
-                        and identifier not in self._meter_adjustments):
+                        and identifier not in self._meter_adjustments and not record.get("rejected")):
                     total += float(event["payload"].get("value") or 0)
             meter = {"id": meter_id, "object": "billing.meter", "event_name": event_name,
                      "display_name": event_name, "status": "active", "livemode": False,

@@ -58,6 +58,10 @@ class MetersMixin(FakeCore):
             samples = []
             for identifier in identifiers:
                 known = self._meter_events.get(identifier)
+                if known is not None:
+                    # Rejected: Stripe bills it not, and drops a resend of its
+                    # identifier as a duplicate (only a new identifier counts).
+                    known["rejected"] = True
                 template = message or _METER_ERROR_MESSAGES.get(code, "Meter event rejected ({code}).")
                 text = template.format(
                     code=code,
@@ -238,6 +242,8 @@ class MetersMixin(FakeCore):
                 "received": 1 + self._meter_duplicates.get(identifier, 0),
                 # Canceled by a meter event adjustment: received, no longer billed.
                 "canceled": identifier in self._meter_adjustments,
+                # Found invalid after it was taken (raise_meter_error): not billed.
+                "rejected": bool(record.get("rejected")),
             }
             for identifier, record in self._meter_events.items()
         ]

@@ -79,6 +79,11 @@ class FakeProcessor(CustomersMixin, PaymentMethodsMixin, MetersMixin, MeterAdjus
         with self._lock:
             self._faults.add(operation, status, code, times, message, after=after, crash=crash, skip=skip)
 
+    def clear_faults(self) -> None:
+        """Drop every scripted fault not yet met (the outage is over)."""
+        with self._lock:
+            self._faults.clear()
+
     def put_object(self, obj: JSONDict) -> None:
         """Seed or overwrite an object (e.g. a subscription or invoice fixture)
         so retrieve_object returns it, as if it had been created on Stripe."""

@@ -281,10 +281,38 @@ def test_create_meter_event_v1(stripe: StripeProcessor, stub: StripeStub, fixtur
     request = stub.only()
     assert (request.method, request.path) == ("POST", "/v1/billing/meter_events")
     assert_api_key_auth(request)
-    assert request.headers["idempotency-key"] == "usage-7"  # the identifier doubles as the key
+    # The identifier under the meter event's own prefix (billing.processor.keys).
+    assert request.headers["idempotency-key"] == "meter-event:usage-7"
     assert request.form == {"event_name": "api_request", "identifier": "usage-7", "timestamp": "1700000000",
                             "payload[stripe_customer_id]": "cus_123", "payload[value]": "25"}
     assert result == event
+
+
+def test_a_usage_identifier_shaped_like_another_operations_key_does_not_collide(
+        stripe: StripeProcessor, stub: StripeStub, fixtures: dict[str, Any]) -> None:
+    """Stripe's idempotency keys are account-wide: a caller-chosen usage
+    identifier equal to the key another operation derives (a usage cancel,
+    a payment method detach) must not be sent as that key, or Stripe would
+    replay one operation's answer for the other."""
+    from billing.metering.cancel import idempotency_key as cancel_key
+
+    shaped = {"usage-cancel:u-1": "cancel", "pm-detach-pm_123": "detach"}
+    for identifier in shaped:
+        stub.reply(200, fixtures["billing.meter_event"] | {"identifier": identifier})
+        stripe.create_meter_event(event_name="api_request", identifier=identifier, timestamp=1_700_000_000,
+                                  payload={"stripe_customer_id": "cus_123", "value": "1"})
+    stub.reply(200, fixtures["billing.meter_event_adjustment"])
+    stripe.cancel_meter_event(event_name="api_request", identifier="u-1", idempotency_key=cancel_key("u-1"))
+    stub.reply(200, fixtures["payment_method"])
+    stripe.detach_payment_method("pm_123", idempotency_key="pm-detach-pm_123")  # billing.customers.payment_methods
+    keys = [r.headers["idempotency-key"] for r in stub.requests]
+    assert [r.path for r in stub.requests] == ["/v1/billing/meter_events", "/v1/billing/meter_events",
+                                               "/v1/billing/meter_event_adjustments",
+                                               "/v1/payment_methods/pm_123/detach"]
+    # Each meter event still carries the caller's identifier; its key is its own.
+    assert [r.form["identifier"] for r in stub.requests[:2]] == list(shaped)
+    assert keys[:2] == ["meter-event:usage-cancel:u-1", "meter-event:pm-detach-pm_123"]
+    assert len(set(keys)) == len(keys), keys
 
 
 def test_v2_session_then_stream(stripe: StripeProcessor, stub: StripeStub, meter_stub: StripeStub) -> None:

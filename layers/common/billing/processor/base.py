@@ -89,8 +89,9 @@ class Processor(Protocol):
     def create_meter_event(
         self, *, event_name: str, identifier: str, timestamp: int, payload: dict[str, str]
     ) -> JSONDict:
-        """v1 billing.meter_events. `identifier` is also the idempotency key, so a
-        resend is answered with the first result instead of counting twice."""
+        """v1 billing.meter_events. The idempotency key is derived from
+        `identifier` (billing.processor.keys.meter_event_key), so a resend is
+        answered with the first result instead of counting twice."""
         ...
 
     def create_meter_event_session(self) -> JSONDict:

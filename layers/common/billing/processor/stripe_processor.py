@@ -24,6 +24,7 @@ from billing.processor.base import (
     rfc3339,
 )
 from billing.processor.errors import INVALID_REQUEST, ProcessorFailure, from_stripe_error
+from billing.processor.keys import meter_event_key
 
 if TYPE_CHECKING:
     import stripe
@@ -178,10 +179,10 @@ class StripeProcessor:
                 "timestamp": timestamp,
                 "payload": {str(k): str(v) for k, v in payload.items()},
             },
-            # The identifier doubles as the idempotency key: a resend after a
-            # lost response replays Stripe's first answer instead of failing
-            # on the duplicate identifier.
-            {"idempotency_key": identifier},
+            # Derived from the identifier (under its operation's prefix): a
+            # resend after a lost response replays Stripe's first answer
+            # instead of failing on the duplicate identifier.
+            {"idempotency_key": meter_event_key(identifier)},
         )
         return _to_dict(event)
 

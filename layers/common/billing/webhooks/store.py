@@ -201,19 +201,20 @@ def fail(row: WebhookEventRow, error: dict[str, Any]) -> None:
         logger.info("failed attempt superseded by a newer run", extra={"event_id": row.pk})
 
 
-def defer(row: WebhookEventRow, parent_kind: str, parent_id: str) -> str:
-    """Wait for a missing parent: deferred with backoff, failed after MAX_DEFERRALS."""
+def defer(row: WebhookEventRow, parent_kind: str, parent_id: str, *, error: dict[str, Any] | None = None) -> str:
+    """Wait for a missing parent (or, with `error`, for what it says: a
+    Stripe key fixed): deferred with backoff, failed after MAX_DEFERRALS."""
     E = WebhookEventRow
     deferrals = int(row.deferrals or 0) + 1
     if deferrals > MAX_DEFERRALS:
-        fail(row, {"type": "parent_missing", "code": f"{parent_kind}_not_found",
-                   "message": f"{parent_kind} {parent_id} was still unknown after {MAX_DEFERRALS} attempts"})
+        fail(row, error or {"type": "parent_missing", "code": f"{parent_kind}_not_found",
+                            "message": f"{parent_kind} {parent_id} was still unknown after {MAX_DEFERRALS} attempts"})
         return FAILED
     delay = min(DEFER_CAP_SECONDS, DEFER_BASE_SECONDS * 2 ** (deferrals - 1))
     actions: list[Action] = [*_outcome_actions(DEFERRED), E.status_key.set(DEFERRED), E.deferrals.set(deferrals),
                E.waiting_for.set(parent_id), E.next_attempt_at.set(_now() + delay),
-               E.error.set({"type": "parent_missing", "code": f"{parent_kind}_not_found",
-                            "message": f"waiting for {parent_kind} {parent_id}"})]
+               E.error.set(error or {"type": "parent_missing", "code": f"{parent_kind}_not_found",
+                                     "message": f"waiting for {parent_kind} {parent_id}"})]
     if _conditional_update(row.pk, actions, E.run == row.run) is None:
         raise Superseded(row.pk)
     logger.info("webhook event deferred", extra={"event_id": row.pk, "waiting_for": parent_id,
