@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.error import HTTPError
 
-from devstack.cfn import TemplateError
+from devstack.cfn import TemplateError, check_parameters, parse_parameter_overrides
 from devstack.dynamodb import EmbeddedMoto, client, create_tables
 from devstack.eventbridge import API_PATH as EVENTBRIDGE_PATH
 from devstack.eventbridge import EventBridgeStandIn
@@ -62,7 +62,8 @@ class Settings:
     stack_name: str = "billing-local"
     # StripeEventSourceName; "" leaves the inbound EventBridge path out, as deployed without it.
     stripe_event_source: str = LOCAL_STRIPE_EVENT_SOURCE
-    # Other template parameters (e.g. EventsPollMinAgeSeconds), as `sam deploy --parameter-overrides`.
+    # Other template parameters (e.g. EventsPollMinAgeSeconds), as `sam deploy --parameter-overrides`
+    # (PARAMETER_OVERRIDES); checked against the template's declarations at start.
     parameters: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -70,9 +71,16 @@ class Settings:
         raw_port = env.get("PORT", "3000")
         if not raw_port.isdigit() or not 0 <= int(raw_port) < 65536:
             raise StartupError(f"PORT must be a port number, got {raw_port!r}")
-        meter_api = env.get("METER_API", "v1")
+        try:
+            parameters = parse_parameter_overrides(env.get("PARAMETER_OVERRIDES", ""))
+        except TemplateError as exc:
+            raise StartupError(str(exc)) from None
+        # The older variables name two parameters too; given both ways, they must agree.
+        meter_api = _one_of(env, "METER_API", parameters, "MeterApi", "v1")
         if meter_api not in ("v1", "v2"):
             raise StartupError(f"METER_API must be v1 or v2, got {meter_api!r}")
+        event_source = _one_of(env, "STRIPE_EVENT_SOURCE_NAME", parameters, "StripeEventSourceName",
+                               LOCAL_STRIPE_EVENT_SOURCE)
         return cls(
             port=int(raw_port),
             template=Path(env.get("TEMPLATE", str(ROOT / "template.yaml"))),
@@ -83,8 +91,19 @@ class Settings:
             meter_api=meter_api,
             dynamodb_endpoint=env.get("DYNAMODB_ENDPOINT_URL") or None,
             concurrency=int(env.get("LOCAL_CONCURRENCY", "4")),
-            stripe_event_source=env.get("STRIPE_EVENT_SOURCE_NAME", LOCAL_STRIPE_EVENT_SOURCE),
+            stripe_event_source=event_source,
+            parameters=parameters,
         )
+
+
+def _one_of(env: Mapping[str, str], variable: str, parameters: dict[str, str], parameter: str, default: str) -> str:
+    """A parameter the stack also takes from its own variable: from either (and
+    out of `parameters`, which LocalStack fills from the settings' field)."""
+    overridden = parameters.pop(parameter, None)
+    value = env.get(variable)
+    if value is not None and overridden is not None and value != overridden:
+        raise StartupError(f"{variable}={value!r} and PARAMETER_OVERRIDES {parameter}={overridden!r} disagree")
+    return value if value is not None else overridden if overridden is not None else default
 
 
 def _base_url(env: Mapping[str, str], name: str) -> str | None:
@@ -101,6 +120,11 @@ class LocalStack:
             self.stack = Stack(settings.template, stack_name=settings.stack_name,
                                parameters={**settings.parameters, "MeterApi": settings.meter_api,
                                            "StripeEventSourceName": settings.stripe_event_source})
+            # What CloudFormation refuses, refused here (names and allowed values);
+            # the two the stack always sets count only where the template declares them.
+            declared = self.stack.doc.get("Parameters") or {}
+            check_parameters(self.stack.doc, {k: v for k, v in self.stack.parameters.items()
+                                              if k in declared or k in settings.parameters})
         except TemplateError as exc:
             raise StartupError(str(exc)) from None
         self.moto: EmbeddedMoto | None = None
