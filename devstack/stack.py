@@ -65,6 +65,8 @@ class Settings:
     # Other template parameters (e.g. EventsPollMinAgeSeconds), as `sam deploy --parameter-overrides`
     # (PARAMETER_OVERRIDES); checked against the template's declarations at start.
     parameters: dict[str, str] = field(default_factory=dict)
+    # How long start() waits for the Fake's seeded catalog to be processed before it gives up.
+    ready_timeout: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -93,6 +95,7 @@ class Settings:
             concurrency=int(env.get("LOCAL_CONCURRENCY", "4")),
             stripe_event_source=event_source,
             parameters=parameters,
+            ready_timeout=float(env.get("LOCAL_READY_TIMEOUT", "60")),
         )
 
 
@@ -192,8 +195,38 @@ class LocalStack:
         if self.fake_stripe is not None:
             # The Fake's events (its seeded catalog first) reach the webhook
             # route from now on; the catalog is projected before start returns.
+            seeded = [str(e["id"]) for e in self.fake_stripe.fake.events_since(0)]
             self.fake_stripe.start_delivery()
-            self.settle(timeout=60.0)
+            self._wait_processed(seeded, self.settings.ready_timeout)
+
+    def _wait_processed(self, event_ids: list[str], timeout: float) -> None:
+        """Until every one of these events has its outcome on its webhook_events
+        row (RuntimeError naming the rest after `timeout`). The rows, not the
+        streams: a drained stream says its records were handed over (or
+        filtered out), not that they were applied, and a stream's tail can
+        lag the write (DynamoDB Local)."""
+        deadline = time.monotonic() + timeout
+        self.settle(timeout=timeout)
+        if "WebhookEventsTable" not in self.stack.resources:
+            return
+        table = str(self.stack.resolver().resolve({"Ref": "WebhookEventsTable"}))
+        ddb = client(self.ddb_endpoint)
+        waiting = dict.fromkeys(event_ids, "not stored")
+        while waiting:
+            for event_id in list(waiting):
+                item = ddb.get_item(TableName=table, Key={"pk": {"S": event_id}}, ConsistentRead=True).get("Item")
+                status = item["status"]["S"] if item else "not stored"
+                if status in ("processed", "ignored", "stale"):
+                    del waiting[event_id]
+                else:
+                    waiting[event_id] = status
+            if not waiting:
+                return
+            if time.monotonic() >= deadline:
+                shown = ", ".join(f"{e} {s}" for e, s in list(waiting.items())[:3])
+                raise RuntimeError(f"the Fake's seeded catalog was not processed within {timeout:g}s: "
+                                   f"{len(waiting)} of {len(event_ids)} webhook events are not ({shown})")
+            time.sleep(0.1)
 
     def stop(self) -> None:
         if self.fake_stripe is not None:
