@@ -21,7 +21,7 @@ the schedule re-drives it once it has waited `stuck_after` seconds.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -171,7 +171,8 @@ def redrive_stuck(stuck_after_seconds: float) -> int:
     recording an outcome, and the stream has given the record up or will.
     A row the stream is merely slow to reach is re-driven too: harmless, as
     its older record then finds a newer run and does nothing."""
-    cutoff = clock.iso(datetime.fromtimestamp(_now() - stuck_after_seconds, UTC))
+    # On the clock updated_at is written with (milliseconds), not whole seconds.
+    cutoff = clock.iso(clock.now() - timedelta(seconds=stuck_after_seconds))
     E = WebhookEventRow
     count = 0
     for row in E.by_received.query(RECEIVED, E.updated_at <= cutoff, limit=REDRIVE_BATCH):
