@@ -129,6 +129,9 @@ class WebhookSettings(WebhookIngestSettings):
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class WebhookProcessorSettings(CustomerTables, BillingTables, StripeSettings):
     webhook_events_table: str = env(WEBHOOK_EVENTS_TABLE)
+    # A row still `received` this long after its run was requested is re-driven
+    # (the WebhookStuckAfterSeconds parameter; billing.webhooks.store.redrive_stuck).
+    webhook_stuck_after_seconds: float = env("WEBHOOK_STUCK_AFTER_SECONDS", 900.0)
     # Meter error events move usage rows (metering.meter_errors).
     meter_events_table: str = env(METER_EVENTS_TABLE)
 

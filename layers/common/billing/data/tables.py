@@ -300,6 +300,12 @@ class LedgerRow(Model):
 # -- webhooks: the inbox and the coupon / promotion code projections ------------------
 
 
+# What the by_received index holds beside its keys (template.yaml's NonKeyAttributes):
+# what the webhook-events list shows and the re-drive's condition reads.
+RECEIVED_INDEX_ATTRIBUTES = ("type", "created", "livemode", "object_id", "status", "attempts", "run", "replays",
+                             "error", "received_at", "received_via", "processed_at", "next_attempt_at")
+
+
 class WebhookEventRow(Model):
     """One row per Stripe event id: the raw body as it was signed (kept for
     replay) and where its processing stands.
@@ -319,6 +325,13 @@ class WebhookEventRow(Model):
     # Sparse: only failed and deferred rows carry status_key, so the processed
     # majority never lands in (or heats) the index.
     by_status = _index("by_status", "status_key", "received_at")
+    # Rows waiting for the processor (received: stored, replayed or re-driven,
+    # no outcome yet), by when that run was requested: the stuck re-drive and
+    # the `received` list. Its own lean index (everything but the body, as
+    # template.yaml declares it), so the ack's put adds one small index write
+    # instead of a second copy of the body (by_status projects ALL).
+    by_received = _index("by_received", "received_key", "updated_at",
+                         projection=IncludeProjection(list(RECEIVED_INDEX_ATTRIBUTES)))
 
     pk = UnicodeAttribute(hash_key=True)  # the Stripe event id
     type = UnicodeAttribute()
@@ -332,6 +345,7 @@ class WebhookEventRow(Model):
     processed_at = UnicodeAttribute(null=True)
     status = UnicodeAttribute()  # received, processed, ignored, stale, deferred, failed
     status_key = UnicodeAttribute(null=True)
+    received_key = UnicodeAttribute(null=True)  # "received" until an outcome is recorded (by_received)
     attempts = NumberAttribute(default=0)
     run = NumberAttribute(default=0)
     run_reason = UnicodeAttribute(null=True)  # replay | redrive, until the run starts

@@ -117,6 +117,10 @@ def put_once(delivery: Delivery, table: str, *, via: str) -> bool:
         "received_via": {"S": via},
         "updated_at": {"S": now},
         "status": {"S": "received"},
+        # Keys the row into the lean by_received index until the processor
+        # records an outcome: a row whose processing dies is found there and
+        # re-driven (store.redrive_stuck). Same PutItem, one small index write.
+        "received_key": {"S": "received"},
         "attempts": {"N": "0"},
         "run": {"N": "0"},
         "replays": {"N": "0"},
