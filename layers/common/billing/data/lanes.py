@@ -17,7 +17,6 @@ index entry. The page's rows are then read whole, in one batch.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -26,31 +25,19 @@ from pynamodb.indexes import GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from billing.core.errors import ValidationFailed
+
+# One lane rule for every laned index, re-exported for the lists here.
+from billing.core.lanes import LANES as LANES
+from billing.core.lanes import all_lanes as all_lanes
+from billing.core.lanes import lane_of as lane_of
+from billing.core.lanes import laned as laned
 from billing.data.tables import hash_key_name
 
-# Changing it re-keys every laned index: rows written with another count are
-# invisible to lists until rewritten. Fixed on purpose. 16 keys take 16,000
-# write units a second in all.
-LANES: Final = 16
 DEFAULT_BUDGET: Final = 2000  # index entries one request may read
 SCOPE_SUFFIX: Final = "|lanes"
 _DONE: Final = "done"
 
 Position = list[str] | str | None  # [sort key value, row id], "done", or None (from the top)
-
-
-def lane_of(identifier: str, count: int = LANES) -> str:
-    # Bits 8 and up of the CRC: independent of the low bits other shardings use.
-    return f"{(zlib.crc32(identifier.encode()) >> 8) % count:02d}"
-
-
-def all_lanes(count: int = LANES) -> list[str]:
-    return [f"{n:02d}" for n in range(count)]
-
-
-def laned(value: str, identifier: str) -> str:
-    """The index partition key of `value` (a list's name, a status) for the row `identifier`."""
-    return f"{value}#{lane_of(identifier)}"
 
 
 def check_positions(state: object, lanes: list[str] | None = None) -> dict[str, Position]:

@@ -330,7 +330,7 @@ class WebhookEventRow(Model):
     # the `received` list. Its own lean index (everything but the body, as
     # template.yaml declares it), so the ack's put adds one small index write
     # instead of a second copy of the body (by_status projects ALL).
-    by_received = _index("by_received", "received_key", "updated_at",
+    by_received = _index("by_received", "received_key", "updated_at", laned=True,
                          projection=IncludeProjection(list(RECEIVED_INDEX_ATTRIBUTES)))
 
     pk = UnicodeAttribute(hash_key=True)  # the Stripe event id
@@ -345,7 +345,7 @@ class WebhookEventRow(Model):
     processed_at = UnicodeAttribute(null=True)
     status = UnicodeAttribute()  # received, processed, ignored, stale, deferred, failed
     status_key = UnicodeAttribute(null=True)
-    received_key = UnicodeAttribute(null=True)  # "received" until an outcome is recorded (by_received)
+    received_key = UnicodeAttribute(null=True)  # "received#<lane>" until an outcome is recorded (by_received)
     attempts = NumberAttribute(default=0)
     run = NumberAttribute(default=0)
     run_reason = UnicodeAttribute(null=True)  # replay | redrive, until the run starts

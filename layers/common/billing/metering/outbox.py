@@ -31,6 +31,9 @@ from typing import Any, Final
 from pynamodb.expressions.update import Action
 
 from billing.core.errors import ValidationFailed
+from billing.core.lanes import LANES as CORE_LANES
+from billing.core.lanes import all_lanes as all_lanes
+from billing.core.lanes import lane_of
 from billing.data.reads import load as load_row
 from billing.data.usage_tables import MeterEventRow
 from billing.processor.errors import MAX_MESSAGE_LENGTH
@@ -54,7 +57,7 @@ STATUS_SHARDS: Final = 8
 # DynamoDB takes 1,000 write units a second per partition key: 16 lanes take
 # 16,000 accepted events a second in all, and one customer's 2,000 a second
 # puts about 125 on each.
-LANES: Final = 16
+LANES: Final = CORE_LANES
 
 
 def _hash(identifier: str) -> int:
@@ -66,12 +69,8 @@ def shard(identifier: str) -> int:
 
 
 def lane(identifier: str) -> str:
-    # Its own bits of the hash, so lanes and status shards are independent.
-    return f"{(_hash(identifier) >> 8) % LANES:02d}"
-
-
-def all_lanes() -> list[str]:
-    return [f"{n:02d}" for n in range(LANES)]
+    # Its own bits of the hash (billing.core.lanes), so lanes and status shards are independent.
+    return lane_of(identifier)
 
 
 def status_key(status: str, identifier: str) -> str:

@@ -31,6 +31,7 @@ from pynamodb.transactions import TransactWrite
 
 from billing.core import clock
 from billing.core.errors import NotFound, ValidationFailed
+from billing.core.lanes import all_lanes, laned
 from billing.core.observability import logger, metrics
 from billing.data import pagination
 from billing.data.reads import find
@@ -98,9 +99,12 @@ def list_by_status(status: str, *, limit: int, cursor: str | None) -> tuple[list
     if status not in LISTABLE:
         raise ValidationFailed(f"status must be one of {', '.join(LISTABLE)}", {"status": "not listable"})
     scope = f"webhook_events:{status}"
-    index = WebhookEventRow.by_received if status == RECEIVED else WebhookEventRow.by_status
-    rows, next_cursor = pagination.query_page(WebhookEventRow, index, status, scope=scope, limit=limit,
-                                              cursor=cursor)
+    if status == RECEIVED:
+        rows, next_cursor = pagination.laned_page(WebhookEventRow, WebhookEventRow.by_received, RECEIVED,
+                                                  scope=scope, limit=limit, cursor=cursor)
+    else:
+        rows, next_cursor = pagination.query_page(WebhookEventRow, WebhookEventRow.by_status, status,
+                                                  scope=scope, limit=limit, cursor=cursor)
     return [to_api(r) for r in rows], next_cursor
 
 
@@ -124,7 +128,7 @@ def replay(event_id: str) -> dict[str, Any]:
     except that an event already applied is re-fetched instead of skipped."""
     E = WebhookEventRow
     actions: list[Action] = [E.run.add(1), E.replays.add(1), E.run_reason.set("replay"), E.status.set(RECEIVED),
-               E.received_key.set(RECEIVED),
+               E.received_key.set(laned(RECEIVED, event_id)),
                E.deferrals.set(0), E.updated_at.set(clock.iso()), E.status_key.remove(), E.error.remove(),
                E.expires_at.remove(), E.next_attempt_at.remove(), E.waiting_for.remove(), E.processed_at.remove()]
     row = _conditional_update(event_id, actions, E.pk.exists())
@@ -175,8 +179,9 @@ def redrive_stuck(stuck_after_seconds: float) -> int:
     cutoff = clock.iso(clock.now() - timedelta(seconds=stuck_after_seconds))
     E = WebhookEventRow
     count = 0
-    for row in E.by_received.query(RECEIVED, E.updated_at <= cutoff, limit=REDRIVE_BATCH):
-        count += int(_redrive(row, RECEIVED))
+    for lane in all_lanes():
+        for row in E.by_received.query(f"{RECEIVED}#{lane}", E.updated_at <= cutoff, limit=REDRIVE_BATCH):
+            count += int(_redrive(row, RECEIVED))
     if count:
         metrics.add_metric(name="WebhooksRedriven", unit=MetricUnit.Count, value=count)
         logger.warning("stuck webhook events re-driven", extra={"count": count,
