@@ -152,7 +152,9 @@ def build_function(logical_id: str, code_uri: Path, metadata: dict[str, Any]) ->
             scratch = artifacts.parent / f".source-{logical_id}"
             shutil.rmtree(scratch, ignore_errors=True)
             shutil.copytree(code_uri, scratch, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-            _make(f"build-{logical_id}", scratch, artifacts, makefile=context / "Makefile")
+            # A function's own wheels (functions/Makefile) for this machine, as the layer's.
+            _make(f"build-{logical_id}", scratch, artifacts, makefile=context / "Makefile",
+                  UV_PLATFORM=_host_platforms()[0])
             shutil.rmtree(scratch)
         else:
             shutil.copytree(code_uri, artifacts, dirs_exist_ok=True,

@@ -21,4 +21,4 @@ SERVER = server.build(write_tools=SETTINGS.mcp_write_tools)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return transport.handle(SERVER, event)
+    return transport.handle(SERVER, event, context.get_remaining_time_in_millis())

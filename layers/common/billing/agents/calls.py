@@ -12,11 +12,12 @@ so a retry after a half-finished first attempt makes the same Stripe calls.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import cache
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from billing.core import idempotency
 from billing.core.errors import Conflict, ValidationFailed
@@ -25,21 +26,35 @@ from billing.data.ledger import Actor
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 KEEP_SECONDS: Final = 24 * 3600
 TOOL_TIMEOUT_SECONDS: Final = 29
 
 _caller: ContextVar[str | None] = ContextVar("billing_mcp_caller", default=None)
+_deadline: ContextVar[float | None] = ContextVar("billing_mcp_deadline", default=None)
 
 
 @contextmanager
-def caller(arn: str | None) -> Iterator[None]:
-    """Run one MCP request as `arn` (the SigV4 caller; None locally)."""
-    token = _caller.set(arn)
+def caller(arn: str | None, remaining_ms: int | None = None) -> Iterator[None]:
+    """Run one MCP request as `arn` (the SigV4 caller; None locally), with
+    the invocation's remaining time (Lambda's context says it)."""
+    ms = remaining_ms if remaining_ms is not None else TOOL_TIMEOUT_SECONDS * 1000
+    tokens = (_caller.set(arn), _deadline.set(time.monotonic() + ms / 1000))
     try:
         yield
     finally:
-        _caller.reset(token)
+        _caller.reset(tokens[0])
+        _deadline.reset(tokens[1])
+
+
+class _Remaining:
+    """What Powertools asks of a Lambda context: a call that dies half way
+    frees its key when the invocation would have timed out."""
+
+    def get_remaining_time_in_millis(self) -> int:
+        deadline = _deadline.get() or time.monotonic() + TOOL_TIMEOUT_SECONDS
+        return max(0, int((deadline - time.monotonic()) * 1000))
 
 
 def actor() -> Actor:
@@ -72,6 +87,7 @@ def once(tool: str, arguments: dict[str, Any], key: str | None, run: Callable[[A
     key = key or "derived:" + json.dumps(arguments, sort_keys=True)
     config = IdempotencyConfig(event_key_jmespath="[caller, tool, key]", payload_validation_jmespath="arguments",
                                raise_on_no_idempotency_key=True, expires_after_seconds=KEEP_SECONDS)
+    config.register_lambda_context(cast("LambdaContext", _Remaining()))
     request = {"caller": who.id or "local", "tool": tool, "key": key, "arguments": arguments}
 
     def call(request: dict[str, Any]) -> dict[str, Any]:

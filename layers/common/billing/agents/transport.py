@@ -117,8 +117,8 @@ async def _serve(server: MCPServer, event: Mapping[str, Any]) -> dict[str, Any]:
     return {"statusCode": status, "headers": reply_headers, "body": b"".join(sent).decode("utf-8", "replace")}
 
 
-def handle(server: MCPServer, event: Mapping[str, Any]) -> dict[str, Any]:
+def handle(server: MCPServer, event: Mapping[str, Any], remaining_ms: int | None = None) -> dict[str, Any]:
     """The proxy response for one proxy event."""
-    with calls.caller(caller_of(event)):
+    with calls.caller(caller_of(event), remaining_ms):
         result: dict[str, Any] = anyio.run(_serve, server, event)
     return result
