@@ -24,7 +24,7 @@ REVISIONS = ["legacy", "2026-07-28"]
 def session(url: str, mode: str, *steps: tuple[str, dict[str, Any]]) -> tuple[str, list[Any]]:
     """Connect in `mode`, call the tools in order; the negotiated revision and each result."""
     async def run() -> tuple[str, list[Any]]:
-        async with McpClient(url, mode=mode) as client:  # type: ignore[arg-type]
+        async with McpClient(url, mode=mode) as client:
             results = [await client.call_tool(name, arguments) for name, arguments in steps]
             return client.protocol_version, results
 

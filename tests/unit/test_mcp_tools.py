@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from billing.agents import calls, objects, server
 from billing.api.models import Customer
+from billing.core import clock
 from billing.customers import create, payment_methods
 from billing.customers.keys import CustomerAttrs
 from billing.data.ledger import Actor
@@ -26,7 +27,6 @@ from billing.data.usage_tables import MeterEventRow
 from billing.metering import intake, outbox
 from billing.metering.intake import UsageInput
 from billing.subscriptions import actions
-from billing.core import clock
 from devstack.fake_stripe import FakeProcessor
 from tests.unit.webhook_delivery import Deliverer
 

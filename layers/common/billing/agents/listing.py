@@ -9,8 +9,8 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler.openapi.params import Query
 
-from billing.customers import payment_methods as customer_payment_methods
 from billing.core.errors import NotFound
+from billing.customers import payment_methods as customer_payment_methods
 from billing.customers import records
 from billing.metering import queries as usage
 from billing.subscriptions import listing, summary

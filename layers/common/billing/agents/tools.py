@@ -52,7 +52,9 @@ def describe() -> dict[str, Any]:
         return objects.describe()
 
 
-def find(type: TypeName, filter: Filter | None = None, limit: Limit = 20, cursor: Cursor = None) -> dict[str, Any]:
+# The argument names are the headless.ly query shape agents send ({"type", "filter", "id"}).
+def find(type: TypeName, filter: Filter | None = None,  # noqa: A002
+         limit: Limit = 20, cursor: Cursor = None) -> dict[str, Any]:
     """A page of objects of one type, newest first, narrowed by the type's
     filters (see describe); page on with `cursor` = the answer's next_cursor."""
     with domain_errors():
@@ -65,7 +67,7 @@ def find(type: TypeName, filter: Filter | None = None, limit: Limit = 20, cursor
                 "next_cursor": body["next_cursor"]}
 
 
-def get(type: TypeName, id: Id, include: Includes | None = None) -> dict[str, Any]:
+def get(type: TypeName, id: Id, include: Includes | None = None) -> dict[str, Any]:  # noqa: A002
     """One object by id; a Customer may embed its subscriptions, invoices,
     payments, payment_methods, entitlements and usage (each one read)."""
     with domain_errors():
