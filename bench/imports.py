@@ -57,7 +57,7 @@ FLOOR_CODE = "import boto3; boto3.client('dynamodb')"
 HEAVY = ("aws_xray_sdk", "boto3", "botocore", "pydantic", "pynamodb", "requests", "stripe")
 # DESIGN.md section 7: each function's import against the floor.
 TARGETS = {"WebhookFunction": 1.0, "WebhookProcessorFunction": 1.2, "MeterReporterFunction": 1.2,
-           "MeterSweeperFunction": 1.2, "ApiFunction": 1.5}
+           "MeterSweeperFunction": 1.2, "ApiFunction": 1.5, "McpFunction": 1.5}
 
 _PROBE = """
 import json, resource, sys, time
