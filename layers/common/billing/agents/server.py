@@ -5,6 +5,7 @@ transport around it (billing.agents.transport)."""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from mcp.server.mcpserver import MCPServer
@@ -29,6 +30,9 @@ def _doc(fn: Callable[..., Any]) -> str:
 
 
 def build(*, write_tools: bool) -> MCPServer:
+    # The SDK logs each tool error's text at INFO; pydantic's carry the value
+    # the agent sent (an id, an owner), which stays out of our logs.
+    logging.getLogger("mcp").setLevel(logging.WARNING)
     server = MCPServer(NAME, instructions=INSTRUCTIONS, log_level="WARNING")
     for fn in tools.READ_TOOLS:
         server.add_tool(fn, description=_doc(fn), structured_output=False,
