@@ -291,7 +291,9 @@ def run() -> list[dict[str, Any]]:
         code, paths, env = f"import {fn.module}", (str(fn.built), str(layer)), tuple(fn.env.items())
         variants.append(Variant(fn.logical_id, code, paths, env))
         if compiled:
-            variants.append(Variant(f"{fn.logical_id} without bytecode", code, (str(fn.source), str(bare_layer)),
+            # A function with wheels of its own (functions/Makefile): its built folder, bare.
+            source = without_bytecode(fn.built) if (fn.source / "requirements.txt").exists() else fn.source
+            variants.append(Variant(f"{fn.logical_id} without bytecode", code, (str(source), str(bare_layer)),
                                     env))
         if "DETAILED_TRACING" in fn.env:
             variants.append(Variant(f"{fn.logical_id} with DetailedTracing", code, paths,
