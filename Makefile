@@ -197,6 +197,9 @@ lock: $(DEV_STAMP) ## re-resolve requirements/*.txt and layers/common/requiremen
 	$(UV_COMPILE) requirements/checkov.in -o requirements/checkov.txt
 	$(UV_COMPILE) --python-platform aarch64-manylinux2014 --constraint requirements/dev.txt \
 	  --annotation-style line requirements/runtime.in -o layers/common/requirements.txt
+	$(UV_COMPILE) --python-platform aarch64-manylinux2014 --constraint requirements/dev.txt \
+	  --annotation-style line --no-annotate requirements/mcp.in -o functions/mcp/requirements.txt
+	$(BIN)/python requirements/function_pins.py functions/mcp/requirements.txt layers/common/requirements.txt
 
 .PHONY: bench
 bench: $(DEV_STAMP) ## the benchmarks under bench/ (DESIGN.md section 7)

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-MODULES = ["bench.imports", "bench.metering", "bench.webhooks", "bench.eventbridge", "bench.billing"]
+MODULES = ["bench.imports", "bench.metering", "bench.webhooks", "bench.eventbridge", "bench.billing", "bench.mcp"]
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

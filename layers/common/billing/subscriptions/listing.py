@@ -47,6 +47,20 @@ def get_subscription(subscription_id: str) -> dict[str, Any]:
     return subscription_to_api(row)
 
 
+def get_invoice(invoice_id: str) -> dict[str, Any]:
+    row = find(InvoiceRow, invoice_id)
+    if row is None:
+        raise NotFound(f"invoice {invoice_id} not found")
+    return invoice_to_api(row)
+
+
+def get_charge(charge_id: str) -> dict[str, Any]:
+    row = find(ChargeRow, charge_id)
+    if row is None:
+        raise NotFound(f"charge {charge_id} not found")
+    return charge_to_api(row)
+
+
 def list_subscriptions(*, customer_id: str | None, status: str | None, price: str | None, limit: int,
                        cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
     rows, next_cursor = pagination.filtered_page(
