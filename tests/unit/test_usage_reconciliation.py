@@ -1,0 +1,121 @@
+"""Usage reconciliation (issue 20, DESIGN.md section 10) in-process, on
+moto with the Fake: the window's rules, the drift of each classification
+from the rows and Stripe's hourly summaries, the checkpoint and resume,
+and repair's dry run and apply."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from billing.core.errors import NotFound, ValidationFailed
+from billing.customers import create
+from billing.customers.keys import CustomerAttrs
+from billing.data.ledger import Actor
+from billing.metering import intake
+from billing.metering.intake import UsageInput
+from billing.metering.reconciliation import drift, runs, worker
+from billing.metering.reconciliation.window import HOUR, check
+from devstack.fake_stripe import FakeProcessor
+from tests.unit.test_usage_domain import report
+
+API = Actor("api", "arn:aws:iam::123456789012:user/test")
+NOW = time.time()
+HOUR_START = int(NOW) // HOUR * HOUR - 3 * HOUR  # closed 2 hours ago: past the 1 h settle delay
+POLICY = worker.Policy(settle_seconds=3600, requests_per_second=1000)
+
+
+@pytest.fixture
+def customer(fake: FakeProcessor) -> dict[str, Any]:
+    found, _ = create.fetch_or_create("User", f"recon-{time.monotonic_ns()}", CustomerAttrs(), API)
+    return found
+
+
+def accept(customer: dict[str, Any], identifier: str, value: int, at: int = HOUR_START + 600,
+           event_name: str = "api_requests") -> str:
+    intake.accept(identifier, UsageInput(event_name=event_name, value=value, customer_id=customer["id"],
+                                         timestamp=at), API)
+    return identifier
+
+
+def run(**scope: Any) -> dict[str, Any]:
+    started, new = runs.start(API, start=scope.pop("start", HOUR_START), end=scope.pop("end", HOUR_START + HOUR),
+                              **scope)
+    assert new and started["status"] == "running"
+    assert worker.advance(started["id"], policy=POLICY) == "done"
+    return runs.get(started["id"])
+
+
+def test_windows_must_be_closed_aligned_hours_within_35_days_and_31_days_long() -> None:
+    hour = int(NOW) // HOUR * HOUR
+    assert check(hour - HOUR, hour, now=NOW).start == hour - HOUR
+    for start, end, field in ((hour - HOUR + 60, hour, "start"), (hour - HOUR, hour + HOUR, "end"),
+                              (hour - 36 * 86400, hour - 35 * 86400, "start"), (hour, hour - HOUR, "end"),
+                              (hour - 33 * 86400, hour, "end"), ("1", hour, "start"), (True, hour, "start")):
+        with pytest.raises(ValidationFailed) as refused:
+            check(start, end, now=NOW)
+        assert field in refused.value.details["fields"], (start, end, refused.value.details)
+
+
+def test_unknown_customers_and_meters_start_nothing(fake: FakeProcessor, customer: dict[str, Any]) -> None:
+    with pytest.raises(NotFound):
+        runs.start(API, start=HOUR_START, end=HOUR_START + HOUR, customer_id="cus_nope")
+    with pytest.raises(NotFound):
+        runs.start(API, start=HOUR_START, end=HOUR_START + HOUR, event_name="no_such_meter")
+    assert runs.list_runs(limit=10, cursor=None) == ([], None)
+
+
+def test_a_silent_rejection_is_rejected_unsampled_and_a_sampled_one_no_drift(
+        fake: FakeProcessor, customer: dict[str, Any]) -> None:
+    ids = [accept(customer, f"rj-{n}-{time.monotonic_ns()}", n + 1) for n in range(4)]
+    report(*ids)
+    fake.raise_meter_error(ids[:2], sampled=0)  # Stripe stops counting 1 + 2, names neither
+    result = run()
+    assert (result["status"], result["buckets"], result["drifted"]) == ("done", 1, 1)
+    (entry,) = result["drift"]
+    assert entry["classification"] == "rejected_unsampled"
+    assert (entry["local"]["reported"], entry["stripe"], entry["difference"]) == (10, 7, -3)
+    assert entry["customer_id"] == customer["id"] and set(entry["identifiers"]) == set(ids)
+    assert entry["bucket"] == drift.bucket_id(customer["id"], "api_requests", HOUR_START)
+
+
+def test_classifications_of_stripe_counting_more(fake: FakeProcessor, customer: dict[str, Any]) -> None:
+    # Stripe took an event whose answer was lost: the row is still pending.
+    lost = accept(customer, f"lost-{time.monotonic_ns()}", 5)
+    fake.create_meter_event(event_name="api_requests", identifier=lost, timestamp=HOUR_START + 600,
+                            payload={"stripe_customer_id": customer["processor_id"], "value": "5"})
+    # Someone else sent usage for this customer in the next hour.
+    fake.create_meter_event(event_name="api_requests", identifier=f"other-{time.monotonic_ns()}",
+                            timestamp=HOUR_START + HOUR + 60,
+                            payload={"stripe_customer_id": customer["processor_id"], "value": "2"})
+    accept(customer, f"next-{time.monotonic_ns()}", 1, at=HOUR_START + HOUR + 30)  # pending, not in Stripe
+    result = run(end=HOUR_START + 2 * HOUR)
+    found = {e["start"][11:13]: e for e in result["drift"]}
+    assert [e["classification"] for e in result["drift"]] == ["pending", "pending"], found
+    result = run(end=HOUR_START + 2 * HOUR, customer_id=customer["id"], event_name="api_requests")
+    assert result["drifted"] == 2
+
+
+def test_a_run_that_stops_after_each_checkpoint_reports_what_an_uninterrupted_one_does(
+        fake: FakeProcessor) -> None:
+    customers_ = [create.fetch_or_create("User", f"rs-{n}-{time.monotonic_ns()}", CustomerAttrs(), API)[0]
+                  for n in range(5)]
+    for n, c in enumerate(customers_):
+        ids = [accept(c, f"rs-{n}-{k}-{time.monotonic_ns()}", k + 1) for k in range(2)]
+        report(*ids)
+        if n % 2 == 0:
+            fake.raise_meter_error(ids[:1], sampled=0)
+    whole = run()
+    started, _ = runs.start(API, start=HOUR_START, end=HOUR_START + HOUR)
+    small = worker.Policy(settle_seconds=3600, requests_per_second=1000, checkpoint_pairs=1)
+    outcomes = []  # each invocation is nearly out of time after its first pair: it checkpoints and stops
+    while (outcome := worker.advance(started["id"], policy=small, remaining_ms=lambda: 1_000)) != "done":
+        outcomes.append(outcome)
+        assert outcome == "checkpointed"
+    resumed = runs.get(started["id"])
+    assert len(outcomes) == 4 and resumed["checkpoints"] == 5
+    drop = ("id", "next_cursor", "started_at", "updated_at", "finished_at", "checkpoints")
+    assert {k: v for k, v in resumed.items() if k not in drop} == {k: v for k, v in whole.items() if k not in drop}
+    assert whole["drifted"] == 3
