@@ -16,7 +16,7 @@ from billing.customers.keys import CustomerAttrs
 from billing.data.ledger import Actor
 from billing.metering import intake
 from billing.metering.intake import UsageInput
-from billing.metering.reconciliation import drift, runs, worker
+from billing.metering.reconciliation import drift, repair, runs, worker
 from billing.metering.reconciliation.window import HOUR, check
 from devstack.fake_stripe import FakeProcessor
 from tests.unit.test_usage_domain import report
@@ -120,3 +120,57 @@ def test_a_run_that_stops_after_each_checkpoint_reports_what_an_uninterrupted_on
     drop = ("id", "next_cursor", "started_at", "updated_at", "finished_at", "checkpoints", "rows_read")
     assert {k: v for k, v in resumed.items() if k not in drop} == {k: v for k, v in whole.items() if k not in drop}
     assert whole["drifted"] == 3
+
+
+def test_repair_says_then_sends_exactly_the_missing_value_once_and_the_next_run_shows_no_drift(
+        fake: FakeProcessor, customer: dict[str, Any]) -> None:
+    ids = [accept(customer, f"rp-{n}-{time.monotonic_ns()}", n + 2) for n in range(3)]
+    report(*ids)
+    fake.raise_meter_error(ids[1:], sampled=1)  # 3 + 4 rejected, only the first named
+    result = run()
+    (entry,) = result["drift"]
+    assert (entry["classification"], entry["difference"]) == ("rejected_unsampled", -7)
+    before = len(fake.meter_events)
+    dry = repair.repair(result["id"], API)
+    (planned,) = dry["actions"]
+    assert (planned["action"], planned["status"], planned["value"]) == ("send", "planned", 7)
+    assert planned["identifiers"] == [f"repair:{entry['bucket']}:1"]
+    assert HOUR_START <= planned["timestamp"] < HOUR_START + HOUR
+    assert len(fake.meter_events) == before  # a dry run sends nothing
+    applied = repair.repair(result["id"], API, apply=True)
+    assert applied["sent"] == 1 and applied["actions"][0]["status"] == "sent"
+    sent = [e for e in fake.meter_events if e["identifier"].startswith("repair:")]
+    assert [(e["identifier"], e["payload"]["value"], e["timestamp"]) for e in sent] == [
+        (planned["identifiers"][0], "7", planned["timestamp"])]
+    again = repair.repair(result["id"], API, apply=True)
+    assert again["sent"] == 0 and again["actions"][0]["status"] == "already_applied"
+    assert len(fake.meter_events) == before + 1 and not fake.meter_event_duplicates
+    assert run()["drifted"] == 0
+    assert runs.get(result["id"])["repaired_by"] == API.id
+
+
+def test_repair_cancels_its_own_excess_and_flags_what_it_cannot_name(
+        fake: FakeProcessor, customer: dict[str, Any]) -> None:
+    ids = [accept(customer, f"oc-{n}-{time.monotonic_ns()}", 4) for n in range(2)]
+    report(*ids)
+    fake.raise_meter_error(ids[:1], sampled=0)
+    first = run()
+    repair.repair(first["id"], API, apply=True)  # sends 4 under repair:<bucket>:1
+    # The rejected event is counted after all (Stripe reversed itself): now
+    # Stripe holds 4 too many, made by our own repair event: it is canceled.
+    fake._meter_rejected.discard(ids[0])
+    second = run()
+    (entry,) = second["drift"]
+    assert (entry["classification"], entry["difference"]) == ("overcount", 4)
+    (action,) = repair.repair(second["id"], API, apply=True)["actions"]
+    assert (action["action"], action["status"], action["identifiers"]) == (
+        "cancel", "sent", [f"repair:{entry['bucket']}:1"])
+    assert run()["drifted"] == 0
+    # Usage sent by something else: nothing here names it, so a person decides.
+    fake.create_meter_event(event_name="api_requests", identifier=f"else-{time.monotonic_ns()}",
+                            timestamp=HOUR_START + 60, payload={"stripe_customer_id": customer["processor_id"],
+                                                                "value": "9"})
+    third = run()
+    (flagged,) = repair.repair(third["id"], API, apply=True)["actions"]
+    assert (flagged["action"], third["drift"][0]["difference"]) == ("flag", 9)
+    assert "something else" in flagged["reason"]
