@@ -216,14 +216,17 @@ class MetersMixin(FakeCore):
 
         return self._run("retrieve_v2_event", {"event_id": event_id}, retrieve)
 
-    def age_meter_events(self, seconds: int) -> None:
-        """Every received meter event as if Stripe had received it `seconds`
-        earlier (a test's way past the dedupe and cancel windows)."""
+    def age_meter_events(self, seconds: int, identifiers: list[str] | None = None) -> None:
+        """The received meter events (these identifiers, or all) as if Stripe
+        had received them `seconds` earlier (a test's way past the dedupe and
+        cancel windows)."""
         with self._lock:
-            for record in self._meter_events.values():
-                record["event"]["created"] = int(record["event"]["created"]) - seconds
+            for identifier, record in self._meter_events.items():
+                if identifiers is None or identifier in identifiers:
+                    record["event"]["created"] = int(record["event"]["created"]) - seconds
             for event in self._meter_recounted:
-                event["created"] = int(event["created"]) - seconds
+                if identifiers is None or event["identifier"] in identifiers:
+                    event["created"] = int(event["created"]) - seconds
 
     # -- helpers ----------------------------------------------------------------------
 

@@ -7,11 +7,12 @@ match wins:
 
 - late: the hour closed less than the settle delay ago (Stripe aggregates
   asynchronously): look again later.
-- pending (Stripe counts more, rows of the hour still pending): Stripe took
-  an event whose answer we lost or whose sender crashed; its delivery will
-  mark it reported. Nothing to repair.
-- cancel_pending (Stripe counts more, rows of the hour canceled): Stripe
-  applies meter event adjustments asynchronously.
+- pending (Stripe counts more, by no more than the hour's pending rows):
+  Stripe took an event whose answer we lost or whose sender crashed; its
+  delivery will mark it reported. Nothing to repair.
+- cancel_pending (Stripe counts more, by no more than the hour's canceled
+  rows, the newest cancel younger than the settle delay): Stripe applies
+  meter event adjustments asynchronously.
 - overcount (Stripe counts more, nothing here says why): a resend after
   Stripe's ~24 h dedupe window, or usage sent by something else.
 - rejected_unsampled (Stripe counts less): Stripe rejected events its error
@@ -37,17 +38,20 @@ REJECTED_UNSAMPLED: Final = "rejected_unsampled"
 CLASSIFICATIONS: Final = (REJECTED_UNSAMPLED, PENDING_CLASS, CANCEL_PENDING, OVERCOUNT, LATE)
 
 
-def classify(values: dict[str, int], stripe: float, *, hour: int, now: float, settle_seconds: int) -> str | None:
-    """None when Stripe holds exactly what we reported."""
+def classify(values: dict[str, int], stripe: float, *, hour: int, now: float, settle_seconds: int,
+             last_canceled: float | None = None) -> str | None:
+    """None when Stripe holds exactly what we reported. A difference larger
+    than what pending or canceled rows could explain is an overcount: the
+    bucket's net figure is all Stripe gives, so it is never explained away."""
     difference = stripe - values[REPORTED]
     if difference == 0:
         return None
     if now < hour + HOUR + settle_seconds:
         return LATE
     if difference > 0:
-        if values[PENDING]:
+        if difference <= values[PENDING]:
             return PENDING_CLASS
-        if values[CANCELED]:
+        if difference <= values[CANCELED] and last_canceled is not None and now - last_canceled < settle_seconds:
             return CANCEL_PENDING
         return OVERCOUNT
     return REJECTED_UNSAMPLED

@@ -57,10 +57,13 @@ class Bucket:
     values: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
     rows: int = 0
     identifiers: list[str] = field(default_factory=list)
+    last_canceled_at: str | None = None  # the newest cancel of the hour (ISO 8601)
 
     def add(self, row: MeterEventRow) -> None:
         status = row.stripe_status if row.stripe_status in self.values else PENDING
         self.values[status] += int(row.value)
+        if status == CANCELED and row.canceled_at and row.canceled_at > (self.last_canceled_at or ""):
+            self.last_canceled_at = row.canceled_at
         self.rows += 1
         if len(self.identifiers) < MAX_IDENTIFIERS:
             self.identifiers.append(sent_as(row))

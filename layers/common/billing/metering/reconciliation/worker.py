@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 
 from pynamodb.transactions import TransactWrite
@@ -69,8 +70,10 @@ def _compare(pair: Pair, window: Window, found: tally.Tally, *, budget: summarie
     for hour in hours:
         bucket = local.get(hour) or Bucket(stripe_customer_id=stripe_customer_id)
         value = stripe.get(hour, 0.0)
+        last_canceled = (datetime.fromisoformat(bucket.last_canceled_at.replace("Z", "+00:00")).timestamp()
+                         if bucket.last_canceled_at else None)
         classification = drift.classify(bucket.values, value, hour=hour, now=now,
-                                        settle_seconds=policy.settle_seconds)
+                                        settle_seconds=policy.settle_seconds, last_canceled=last_canceled)
         if classification is not None:
             entries.append(drift.entry(customer_id, event_name, hour, bucket, value, classification))
     return len(hours), entries
