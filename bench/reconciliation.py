@@ -26,7 +26,7 @@ from typing import Any, Final
 from bench.costs import PRICES
 
 ROOT = Path(__file__).resolve().parents[1]
-CUSTOMERS: Final = int(os.environ.get("RECON_BENCH_CUSTOMERS", "100"))
+CUSTOMERS: Final = int(os.environ.get("RECON_BENCH_CUSTOMERS", "20"))
 METERS: Final = ("api_requests", "storage_gb_hours", "seats")
 TARGET_PAIRS: Final = 10_000 * len(METERS)
 BUDGET: Final = 20.0  # UsageReconcileRequestsPerSecond's default
