@@ -175,3 +175,17 @@ def test_repair_cancels_its_own_excess_and_flags_what_it_cannot_name(
     (flagged,) = repair.repair(third["id"], API, apply=True)["actions"]
     assert (flagged["action"], third["drift"][0]["difference"]) == ("flag", 9)
     assert "something else" in flagged["reason"]
+
+
+def test_a_repair_stripe_refused_is_sent_again_under_the_same_identifier_by_the_next_apply(
+        fake: FakeProcessor, customer: dict[str, Any]) -> None:
+    ids = [accept(customer, f"rf-{n}-{time.monotonic_ns()}", 3) for n in range(2)]
+    report(*ids)
+    fake.raise_meter_error(ids[:1], sampled=0)
+    result = run()
+    fake.add_fault("create_meter_event", 503)
+    (failed,) = repair.repair(result["id"], API, apply=True)["actions"]
+    assert (failed["status"], failed["error"]["type"]) == ("failed", "api_error")
+    (sent,) = repair.repair(result["id"], API, apply=True)["actions"]
+    assert (sent["status"], sent["identifiers"]) == ("sent", failed["identifiers"])
+    assert run()["drifted"] == 0

@@ -75,7 +75,8 @@ def _plan(entry: dict[str, Any], record: RepairRow | None, run_id: str, now: flo
     base = {"bucket": entry["bucket"], "customer_id": entry["customer_id"], "event_name": entry["event_name"],
             "start": entry["start"], "classification": entry["classification"], "difference": entry["difference"]}
     done = [a for a in (record.actions if record else []) if a["run_id"] == run_id]
-    if done and all(a["status"] != "sending" for a in done):
+    # Left `sending` (a crash) or `failed` (Stripe refused or was down): the next apply sends it again.
+    if done and all(a["status"] not in ("sending", "failed") for a in done):
         return {**base, "action": done[0]["action"], "status": "already_applied",
                 "identifiers": [a["identifier"] for a in done], "value": sum(float(a["value"]) for a in done)}
     classification = entry["classification"]
@@ -88,7 +89,7 @@ def _plan(entry: dict[str, Any], record: RepairRow | None, run_id: str, now: flo
         if timestamp >= hour + HOUR:
             return {**base, "action": FLAG, "reason": "the hour is outside Stripe's 35-day meter event window: "
                                                        "credit the customer on the invoice"}
-        resend = next((a for a in done if a["status"] == "sending"), None)
+        resend = next((a for a in done if a["action"] == SEND and a["status"] in ("sending", "failed")), None)
         n = resend["n"] if resend else 1 + sum(1 for a in actions if a["action"] == SEND)
         return {**base, "action": SEND, "value": -difference, "timestamp": min(timestamp, int(now)),
                 "identifiers": [f"repair:{entry['bucket']}:{n}"], "n": n}
