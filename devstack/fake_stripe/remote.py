@@ -166,10 +166,14 @@ class RemoteFakeProcessor:
                           idempotency_key=idempotency_key)
 
     def meter_event_summaries(
-        self, *, event_name: str, customer_id: str, start_time: int, end_time: int
+        self, *, event_name: str, customer_id: str, start_time: int, end_time: int,
+        value_grouping_window: str | None = None,
     ) -> JSONDict:
         return self._dict("meter_event_summaries", event_name=event_name, customer_id=customer_id,
-                          start_time=start_time, end_time=end_time)
+                          start_time=start_time, end_time=end_time, value_grouping_window=value_grouping_window)
+
+    def find_meter(self, event_name: str) -> JSONDict:
+        return self._dict("find_meter", event_name)
 
     def retrieve_object(self, object_type: str, object_id: str) -> JSONDict:
         check_object_type(object_type)  # the same ValueError as the other implementations

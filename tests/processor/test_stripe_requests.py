@@ -22,6 +22,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from billing.metering.reconciliation import summaries
+from billing.metering.reconciliation.window import Window
+from billing.processor import set_processor
 from billing.processor.errors import ProcessorFailure
 from billing.processor.stripe_processor import StripeProcessor
 
@@ -772,3 +775,44 @@ def test_an_unknown_cursor_is_resource_missing(stripe: StripeProcessor, stub: St
     with pytest.raises(ProcessorFailure) as failure:
         stripe.list_objects("event", ending_before="evt_gone")
     assert (failure.value.code, failure.value.transient) == ("resource_missing", False)
+
+
+def test_a_reconciliation_asks_for_hourly_summaries_one_call_per_customer_meter_day_paged_under_its_budget(
+        stripe: StripeProcessor, stub: StripeStub, fixtures: dict[str, Any]) -> None:
+    """Issue 20: Stripe's meter event summaries as its API reference names
+    them: GET /v1/billing/meters/{id}/event_summaries with customer,
+    start_time, end_time and value_grouping_window=hour, per UTC day of the
+    window (hour grouping needs hour-aligned bounds), paged with starting_after."""
+    day = 1_700_006_400 // 86400 * 86400  # a UTC midnight
+    window = Window(day - 2 * 3600, day + 3600)  # 22:00 to 01:00: two days
+
+    def hour(start: int, value: float) -> dict[str, Any]:
+        return {"id": f"mtrusum_{start}", "object": "billing.meter_event_summary", "aggregated_value": value,
+                "start_time": start, "end_time": start + 3600, "livemode": False, "meter": "mtr_123"}
+
+    url = "/v1/billing/meters/mtr_123/event_summaries"
+    stub.reply(200, {"object": "list", "url": "/v1/billing/meters", "has_more": False,
+                     "data": [_meter(fixtures, "mtr_123", "api_request")]})
+    stub.reply(200, {"object": "list", "url": url, "has_more": True, "data": [hour(day - 7200, 3.0)]})
+    stub.reply(200, {"object": "list", "url": url, "has_more": False, "data": [hour(day - 3600, 4.0)]})
+    stub.reply(200, {"object": "list", "url": url, "has_more": False, "data": [hour(day, 5.0)]})
+    slept: list[float] = []
+    clock = iter([0.0, 0.01])
+    budget = summaries.RateBudget(20, sleep=slept.append, monotonic=lambda: next(clock))
+    set_processor(stripe)
+    try:
+        values = summaries.hourly(window, stripe_customer_id="cus_123", event_name="api_request", budget=budget)
+    finally:
+        set_processor(None)
+    assert values == {day - 7200: 3.0, day - 3600: 4.0, day: 5.0}
+    _, first, page, second = stub.requests
+    assert (first.method, first.path, second.path) == ("GET", url, url)
+    assert first.query == {"customer": ["cus_123"], "start_time": [str(day - 7200)], "end_time": [str(day)],
+                           "value_grouping_window": ["hour"], "limit": ["100"]}
+    assert page.query == {**first.query, "starting_after": [f"mtrusum_{day - 7200}"]}
+    assert second.query == {"customer": ["cus_123"], "start_time": [str(day)], "end_time": [str(day + 3600)],
+                            "value_grouping_window": ["hour"], "limit": ["100"]}
+    assert_api_key_auth(second)
+    # One budgeted request per customer-meter-day, spaced 1/20 s apart. (A day has 24 hourly summaries, under
+    # the page size of 100: the follow-up page here is the stub's, to prove the SDK pages.)
+    assert budget.requests == 2 and slept == [pytest.approx(0.04)]

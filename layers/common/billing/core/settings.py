@@ -198,6 +198,21 @@ class McpSettings(CustomerTables, BillingTables, StripeSettings):
     mcp_write_tools: bool = env("MCP_WRITE_TOOLS", False)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class UsageReconcilerSettings(StripeSettings):
+    """The usage reconciler (billing.metering.reconciliation): the usage rows
+    it reads, its runs in the sync table, the ledger its drift is published
+    through, the settle delay and its Stripe request budget."""
+
+    meter_events_table: str = env(METER_EVENTS_TABLE)
+    sync_table: str = env(SYNC_TABLE)
+    events_table: str = env(EVENTS_TABLE)
+    customers_table: str = env(CUSTOMERS_TABLE)
+    # An hour is compared once this long after it closed (Stripe aggregates asynchronously).
+    usage_settle_seconds: int = env("USAGE_SETTLE_SECONDS", 3600)
+    usage_reconcile_requests_per_second: float = env("USAGE_RECONCILE_REQUESTS_PER_SECOND", 20.0)
+
+
 # -- reading ---------------------------------------------------------------------------
 
 

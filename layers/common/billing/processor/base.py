@@ -114,13 +114,20 @@ class Processor(Protocol):
         ...
 
     def meter_event_summaries(
-        self, *, event_name: str, customer_id: str, start_time: int, end_time: int
+        self, *, event_name: str, customer_id: str, start_time: int, end_time: int,
+        value_grouping_window: str | None = None,
     ) -> JSONDict:
         """The meter whose `event_name` this is (GET /v1/billing/meters), then its
         event summaries for one customer (GET /v1/billing/meters/{id}/event_summaries,
         start inclusive, end exclusive, both on minute boundaries), every page:
         `{"meter": <billing.meter>, "data": [<billing.meter_event_summary>, ...]}`.
+        `value_grouping_window` "hour" or "day": one summary per window (the
+        bounds aligned to it), else one for the range.
         No meter with that event name: a 404 `resource_missing`."""
+        ...
+
+    def find_meter(self, event_name: str) -> JSONDict:
+        """The active billing.meter whose event name this is; none: a 404 `resource_missing`."""
         ...
 
     def retrieve_object(self, object_type: str, object_id: str) -> JSONDict:

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         SubscriptionCreateParams,
         SubscriptionUpdateParams,
     )
+    from stripe.params.billing import MeterEventSummaryListParams
     from stripe.params.billing_portal import SessionCreateParams as PortalSessionCreateParams
     from stripe.params.checkout import SessionCreateParams
     from stripe.params.v2.billing import MeterEventStreamCreateParams
@@ -218,18 +219,26 @@ class StripeProcessor:
         return _to_dict(adjustment)
 
     def meter_event_summaries(
-        self, *, event_name: str, customer_id: str, start_time: int, end_time: int
+        self, *, event_name: str, customer_id: str, start_time: int, end_time: int,
+        value_grouping_window: str | None = None,
     ) -> JSONDict:
         meter = self._meter(event_name)
+        params: dict[str, Any] = {"customer": customer_id, "start_time": start_time, "end_time": end_time,
+                                  "limit": 100}
+        if value_grouping_window is not None:
+            params["value_grouping_window"] = value_grouping_window
         summaries = self._call(
             self._client.v1.billing.meters.event_summaries.list,
             str(meter["id"]),
-            {"customer": customer_id, "start_time": start_time, "end_time": end_time, "limit": 100},
+            cast("MeterEventSummaryListParams", params),
         )
         # One summary for the whole range without value_grouping_window; the
         # SDK pages through anything more.
         data = [_to_dict(s) for s in self._call(lambda: list(summaries.auto_paging_iter()))]
         return {"meter": meter, "data": data}
+
+    def find_meter(self, event_name: str) -> JSONDict:
+        return self._meter(event_name)
 
     def _meter(self, event_name: str) -> JSONDict:
         """The active meter with this event name; meters do not change their
