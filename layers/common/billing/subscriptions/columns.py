@@ -63,6 +63,12 @@ def charge(obj: dict[str, Any], event_type: str, row: Any) -> dict[str, Any]:
     }
 
 
+def entitlements_whole(obj: dict[str, Any]) -> bool:
+    """Whether a summary lists every active entitlement: its event embeds only
+    the first page of them (`has_more`), and the rest must be listed."""
+    return not boolean(mapping(obj.get("entitlements")).get("has_more"))
+
+
 def entitlements(obj: dict[str, Any], event_type: str, row: Any) -> dict[str, Any]:
     """An active entitlement summary: the lookup keys of its features, sorted."""
     data = mapping(obj.get("entitlements")).get("data")

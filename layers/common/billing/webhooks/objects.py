@@ -79,6 +79,9 @@ class Spec:
     # What else the change writes, in the same transaction (after the row's own save).
     also: Callable[[TransactWrite, Any], None] | None = None
     id_field: str = "id"  # the object's key (an entitlement summary is its customer's)
+    # Whether the object as the event carries it is all of it; if not, the
+    # processor's whole object is fetched (an entitlement summary's first page).
+    whole: Callable[[dict[str, Any]], bool] | None = None
 
 
 SPECS = (
@@ -95,7 +98,7 @@ SPECS = (
     Spec("charge", ChargeRow, subscription_columns.charge, linked=True, events=tuple(
         f"charge.{verb}" for verb in ("succeeded", "failed", "refunded", "updated"))),
     Spec("entitlements.active_entitlement_summary", EntitlementRow, subscription_columns.entitlements, linked=True,
-         also=summary.add_entitlements, id_field="customer",
+         also=summary.add_entitlements, id_field="customer", whole=subscription_columns.entitlements_whole,
          events=("entitlements.active_entitlement_summary.updated",)),
     Spec("price", PriceRow, catalog_columns.price, events=("price.created", "price.updated", "price.deleted")),
     Spec("product", ProductRow, catalog_columns.product,
@@ -165,6 +168,9 @@ def apply(ctx: Context, spec: Spec, fetched: dict[str, Any] | None = None, *,
                 if ctx.already_applied(row.last_stripe_event_id):
                     return ctx.finish(store.PROCESSED)
                 current = ctx.refetch(spec.object_type, object_id, fallback=obj)
+        if spec.whole is not None and not spec.whole(current):
+            # The re-fetch follows the list to its end (at least as new as the event).
+            current = ctx.refetch(spec.object_type, object_id, fallback=current)
         now = clock.iso()
         if row is None:
             row = spec.model(pk=object_id, inserted_at=now)
