@@ -231,3 +231,33 @@ def test_a_detach_landing_during_the_backfill_walk_ends_detached(api: Client, sy
     assert done["types"][0]["seen"] >= 1 and done["types"][0]["failed"] == 0
     after = ok(api.get(f"/v1/customers/{customer['id']}?include=payment_methods"))["payment_methods"]
     assert [(p["id"], p["status"]) for p in after] == [(pm["id"], "detached")]  # the walk's copy was older
+
+
+def test_a_meter_error_report_whose_webhook_is_lost_is_recovered_by_the_poll(api: Client,
+                                                                               sync_stack: LocalStack) -> None:
+    from tests.integration.usage_helpers import get_usage, put_usage, settle, usage_body
+
+    customer = new_customer(api)
+    bad, good = f"bad-{uuid.uuid4().hex[:10]}", f"good-{uuid.uuid4().hex[:10]}"
+    for identifier in (bad, good):
+        put_usage(api, identifier, usage_body(customer))
+    settle(sync_stack, api, [bad, good])
+    # Stripe raises the report; its thin event is never delivered here.
+    thin = fake(sync_stack).raise_meter_error([bad])
+    assert api.get(f"/v1/webhook-events/{thin['id']}").status_code == 404
+    ran = ok(api.post(f"/_local/schedules/{POLL}/trigger"))["result"]
+    assert ran["stored"] >= 1
+    stored: dict[str, Any] = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert sync_stack.drain()
+        stored = ok(api.get(f"/v1/webhook-events/{thin['id']}"))
+        if stored["status"] == "processed" and get_usage(api, bad)["stripe_status"] == "failed":
+            break
+        time.sleep(0.1)
+    assert (stored["status"], stored["received_via"], stored["type"]) == (
+        "processed", "poll", "v1.billing.meter.error_report_triggered")
+    row = get_usage(api, bad)
+    assert row["stripe_status"] == "failed" and row["stripe_error"]["type"] == "meter_error"
+    assert get_usage(api, good)["stripe_status"] == "reported"
+    assert ok(api.post(f"/_local/schedules/{POLL}/trigger"))["result"]["stored"] == 0  # once

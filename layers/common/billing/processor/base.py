@@ -106,6 +106,14 @@ class Processor(Protocol):
         """GET /v2/core/events/{id}: the full event behind a thin webhook."""
         ...
 
+    def list_v2_events(self, *, types: list[str], created_gte: int, created_lte: int, limit: int) -> JSONDict:
+        """GET /v2/core/events: the v2 (thin) events of these types created in
+        [created_gte, created_lte] (unix seconds, sent as RFC 3339), newest
+        first as Stripe lists them, following next_page_url up to `limit`
+        events: `{"data": [...], "has_more": bool}` (has_more: `limit` was
+        reached before the list's end)."""
+        ...
+
     def cancel_meter_event(self, *, event_name: str, identifier: str, idempotency_key: str) -> JSONDict:
         """POST /v1/billing/meter_event_adjustments, `type: cancel` by identifier:
         Stripe stops counting the event. Stripe takes it within 24 hours of

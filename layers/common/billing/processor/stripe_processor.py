@@ -208,6 +208,19 @@ class StripeProcessor:
     def retrieve_v2_event(self, event_id: str) -> JSONDict:
         return _to_dict(self._call(self._client.v2.core.events.retrieve, event_id))
 
+    def list_v2_events(self, *, types: list[str], created_gte: int, created_lte: int, limit: int) -> JSONDict:
+        def walk() -> JSONDict:
+            page = self._client.v2.core.events.list(
+                {"types": list(types), "created": {"gte": rfc3339(created_gte), "lte": rfc3339(created_lte)}})
+            found: list[JSONDict] = []
+            for event in page.auto_paging_iter():  # next_page_url, page after page
+                if len(found) == limit:
+                    return {"object": "list", "data": found, "has_more": True}
+                found.append(_to_dict(event))
+            return {"object": "list", "data": found, "has_more": False}
+
+        return self._call(walk)
+
     def cancel_meter_event(self, *, event_name: str, identifier: str, idempotency_key: str) -> JSONDict:
         adjustment = self._call(
             self._client.v1.billing.meter_event_adjustments.create,
