@@ -214,7 +214,7 @@ class MetersMixin(FakeCore):
         def listed() -> JSONDict:
             found = [e for e in reversed(self._v2_events.values()) if e["type"] in types
                      and created_gte <= unix_seconds(e["created"]) <= created_lte]
-            return {"object": "list", "data": found[:limit], "has_more": len(found) > limit}
+            return {"object": "list", "data": found[:limit], "has_more": len(found) >= limit}
 
         return self._run("list_v2_events", args, listed)
 

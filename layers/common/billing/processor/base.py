@@ -110,8 +110,8 @@ class Processor(Protocol):
         """GET /v2/core/events: the v2 (thin) events of these types created in
         [created_gte, created_lte] (unix seconds, sent as RFC 3339), newest
         first as Stripe lists them, following next_page_url up to `limit`
-        events: `{"data": [...], "has_more": bool}` (has_more: `limit` was
-        reached before the list's end)."""
+        events: `{"data": [...], "has_more": bool}` (has_more: the walk
+        stopped at `limit`, so the list may go on)."""
         ...
 
     def cancel_meter_event(self, *, event_name: str, identifier: str, idempotency_key: str) -> JSONDict:

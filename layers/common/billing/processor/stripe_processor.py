@@ -214,9 +214,9 @@ class StripeProcessor:
                 {"types": list(types), "created": {"gte": rfc3339(created_gte), "lte": rfc3339(created_lte)}})
             found: list[JSONDict] = []
             for event in page.auto_paging_iter():  # next_page_url, page after page
-                if len(found) == limit:
-                    return {"object": "list", "data": found, "has_more": True}
                 found.append(_to_dict(event))
+                if len(found) == limit:  # stop before asking for a page past the budget
+                    return {"object": "list", "data": found, "has_more": True}
             return {"object": "list", "data": found, "has_more": False}
 
         return self._call(walk)
