@@ -28,11 +28,13 @@ OBJECT_TYPES: Final = frozenset(
 )
 
 # What list_objects lists: Stripe's list endpoints the backfill and the events poll
-# read (billing.sync). Payment methods are listed per customer (params["customer"]):
+# read (billing.sync), and invoice payments (from 2025-03-31.basil a charge names no
+# invoice: params {"payment": {"type": "payment_intent", "payment_intent": ...}}
+# find its). Payment methods are listed per customer (params["customer"]):
 # Stripe lists no account-wide payment methods for payments.
 LIST_TYPES: Final = frozenset(
     {"customer", "payment_method", "subscription", "invoice", "charge", "coupon", "promotion_code", "price",
-     "product", "event"}
+     "product", "event", "invoice_payment"}
 )
 # Stripe's largest page.
 MAX_LIST_LIMIT: Final = 100

@@ -363,7 +363,7 @@ class StripeProcessor:
             "customer": v1.customers.list, "payment_method": v1.payment_methods.list,
             "subscription": v1.subscriptions.list, "invoice": v1.invoices.list, "charge": v1.charges.list,
             "coupon": v1.coupons.list, "promotion_code": v1.promotion_codes.list, "price": v1.prices.list,
-            "product": v1.products.list, "event": v1.events.list,
+            "product": v1.products.list, "event": v1.events.list, "invoice_payment": v1.invoice_payments.list,
         }
         query: JSONDict = {**(params or {}), "limit": limit}
         if object_type == "subscription":

@@ -8,7 +8,9 @@ on), its period end (on the item in current API versions, on the
 subscription in older ones), cancel at period end, the trial's end and the
 pause of collection. Invoices: the subscription (top level in older
 versions, under `parent.subscription_details` in current ones). Charges:
-the invoice they name and, through its row, the invoice's subscription.
+their invoice (named on the charge before 2025-03-31.basil, through the
+invoice's payments from then on: charges.py) and, through its row, the
+invoice's subscription.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from billing.catalog.columns import created_sort
 from billing.data.reads import find
 from billing.data.tables import InvoiceRow
 from billing.processor.fields import boolean, integer, mapping, reference, text
+from billing.subscriptions import charges
 
 
 def first_item(obj: dict[str, Any]) -> dict[str, Any]:
@@ -51,7 +54,8 @@ def invoice(obj: dict[str, Any], event_type: str, row: Any) -> dict[str, Any]:
 
 
 def charge(obj: dict[str, Any], event_type: str, row: Any) -> dict[str, Any]:
-    invoice_id = reference(obj.get("invoice"))
+    # A link once made stays: a later event of the charge need not ask Stripe again.
+    invoice_id = reference(obj.get("invoice")) or row.invoice_id or charges.invoice_of(obj)
     subscription_id = row.subscription_id
     if subscription_id is None and invoice_id is not None:
         found = find(InvoiceRow, invoice_id, consistent=False)

@@ -42,8 +42,8 @@ from billing.data.transactions import retry_on_conflict
 from billing.processor.fields import integer, mapping, reference, text
 from billing.promotions import columns as promotion_columns
 from billing.promotions.guards import add_code_guard
+from billing.subscriptions import charges, summary
 from billing.subscriptions import columns as subscription_columns
-from billing.subscriptions import summary
 from billing.webhooks import store
 from billing.webhooks.context import Context, Deferred, Handler, order
 
@@ -92,7 +92,7 @@ SPECS = (
          also=summary.add_subscription, events=tuple(
         f"customer.subscription.{verb}"
         for verb in ("created", "updated", "deleted", "paused", "resumed", "trial_will_end"))),
-    Spec("invoice", InvoiceRow, subscription_columns.invoice, linked=True, events=tuple(
+    Spec("invoice", InvoiceRow, subscription_columns.invoice, linked=True, also=charges.link_charges, events=tuple(
         f"invoice.{verb}"
         for verb in ("created", "updated", "finalized", "paid", "payment_failed", "voided", "marked_uncollectible"))),
     Spec("charge", ChargeRow, subscription_columns.charge, linked=True, events=tuple(
