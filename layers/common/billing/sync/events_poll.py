@@ -56,7 +56,7 @@ from billing.metering.meter_errors import METER_ERROR_EVENT_TYPES
 from billing.processor import get_processor
 from billing.processor.base import MAX_LIST_LIMIT, unix_seconds
 from billing.processor.errors import ProcessorFailure
-from billing.webhooks import inbox, reconcile
+from billing.webhooks import reconcile
 
 CURSOR_KEY: Final = "events_poll"
 THIN_CURSOR_KEY: Final = "events_poll_v2"
@@ -98,7 +98,14 @@ def _store(events: list[dict[str, Any]], table: str) -> int:
     """Put every projected event not stored yet; how many this run stored."""
     wanted = [e for e in events if isinstance(e.get("type"), str) and reconcile.handles(e["type"])]
     stored = 0
-    for event in _missing(wanted):
+    missing = _missing(wanted)
+    if not missing:
+        return 0
+    # Only a run that finds an event the webhooks did not bring stores one: the
+    # put (boto3, beside PynamoDB's botocore) is imported then, not by every cold start.
+    from billing.webhooks import inbox
+
+    for event in missing:
         delivery = inbox.read(event, json.dumps(event, separators=(",", ":"), ensure_ascii=False))
         if inbox.put_once(delivery, table, via=VIA):
             stored += 1
