@@ -57,7 +57,14 @@ FLOOR_CODE = "import boto3; boto3.client('dynamodb')"
 HEAVY = ("aws_xray_sdk", "boto3", "botocore", "pydantic", "pynamodb", "requests", "stripe")
 # DESIGN.md section 7: each function's import against the floor.
 TARGETS = {"WebhookFunction": 1.0, "WebhookProcessorFunction": 1.2, "MeterReporterFunction": 1.2,
-           "MeterSweeperFunction": 1.2, "ApiFunction": 1.5, "McpFunction": 1.5}
+           "MeterSweeperFunction": 1.2, "ApiFunction": 1.5,
+           # The sync functions: streams (backfill, publisher), a schedule (the poll), an EventBridge target.
+           "StripeEventsFunction": 1.2, "BackfillFunction": 1.2, "EventsPollFunction": 1.2,
+           "EventPublisherFunction": 1.2,
+           # Usage reconciliation (DESIGN.md section 10): a schedule and its runs' stream.
+           "UsageReconcilerFunction": 1.2,
+           # DESIGN.md section 11: its own function, so the API's cold start does not grow.
+           "McpFunction": 1.5}
 
 _PROBE = """
 import json, resource, sys, time

@@ -161,7 +161,8 @@ class FakeStripe:
             raise ValueError('give {"operation": ..., "status": ..., "code": ..., "times": N}')
         self.fake.add_fault(body["operation"], int(body.get("status", 500)), body.get("code"),
                             int(body.get("times", 1)), body.get("message"), after=bool(body.get("after", False)),
-                            crash=bool(body.get("crash", False)), skip=int(body.get("skip", 0)))
+                            crash=bool(body.get("crash", False)), skip=int(body.get("skip", 0)),
+                            delay=float(body.get("delay", 0)))
         return 200, {"pending_faults": self.fake.snapshot()["pending_faults"]}
 
     def _meter_events(self, request: LocalRequest, params: dict[str, str]) -> tuple[int, Any]:

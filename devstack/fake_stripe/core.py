@@ -95,6 +95,7 @@ class FakeCore:
         *,
         idempotency_key: str | None = None,
     ) -> JSONDict:
+        delay = 0.0
         with self._lock:
             entry: JSONDict = {"operation": operation, "args": copy.deepcopy(args)}
             if idempotency_key is not None:
@@ -103,6 +104,8 @@ class FakeCore:
             self._request = {"id": self._next_id("req_fake"), "idempotency_key": idempotency_key}
             try:
                 fault = self._faults.take(operation)
+                if fault is not None and fault.delay:
+                    delay, fault = fault.delay, None  # a slow answer, not a failure
                 if fault is not None and not fault.after:
                     raise failure_for(fault, self._error)
                 result = self._idempotency.run(
@@ -118,7 +121,10 @@ class FakeCore:
                 raise
             finally:
                 self._request = None
-            return copy.deepcopy(result)
+            answer = copy.deepcopy(result)
+        if delay:
+            time.sleep(delay)  # outside the lock: the rest of the Fake answers meanwhile
+        return answer
 
     # -- helpers ----------------------------------------------------------------------
 

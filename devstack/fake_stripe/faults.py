@@ -4,7 +4,9 @@ A fault stands for one call of an operation going wrong the way Stripe can:
 an HTTP error (429 and 5xx transient, other 4xx permanent), no response at
 all (NETWORK_FAULT, or a timeout), a response lost after the call took effect
 (`after`), or the caller's process dying right after it took effect
-(`crash`, ProcessCrash). Faults queue per operation, first in first out.
+(`crash`, ProcessCrash), or an answer that arrives late (`delay`: the call
+took effect, its answer takes that many seconds while the rest of Stripe
+goes on). Faults queue per operation, first in first out.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class Fault:
     after: bool
     crash: bool = False
     skip: int = 0  # calls that go through before the fault starts
+    delay: float = 0.0  # a slow answer (seconds), not a failure
 
 
 class ErrorFactory(Protocol):
@@ -83,6 +86,7 @@ class FaultQueue:
         after: bool = False,
         crash: bool = False,
         skip: int = 0,
+        delay: float = 0.0,
     ) -> None:
         """Queue a fault for the next `times` calls of `operation`, after `skip`
         calls that go through (see FakeProcessor.add_fault)."""
@@ -90,10 +94,12 @@ class FaultQueue:
             raise ValueError(f"add_fault: unknown operation {operation!r}")
         if times < 1:
             raise ValueError("add_fault: times must be at least 1")
-        if status != NETWORK_FAULT and not 400 <= status <= 599:
+        if delay < 0:
+            raise ValueError("add_fault: delay must not be negative")
+        if not delay and status != NETWORK_FAULT and not 400 <= status <= 599:
             raise ValueError("add_fault: status must be 0 (network) or an HTTP error status")
         self._queues.setdefault(operation, deque()).append(
-            Fault(status, code, message, times, after or crash, crash, max(0, int(skip))))
+            Fault(status, code, message, times, after or crash, crash, max(0, int(skip)), float(delay)))
 
     def take(self, operation: str) -> Fault | None:
         """The fault this call of `operation` meets, if any: its own queue

@@ -233,6 +233,17 @@ class MetersMixin(FakeCore):
                 if identifiers is None or event["identifier"] in identifiers:
                     event["created"] = int(event["created"]) - seconds
 
+    def list_v2_events(self, *, types: list[str], created_gte: int, created_lte: int, limit: int) -> JSONDict:
+        """GET /v2/core/events as Stripe answers it: full events (with `data`), newest first."""
+        args = {"types": list(types), "created_gte": created_gte, "created_lte": created_lte, "limit": limit}
+
+        def listed() -> JSONDict:
+            found = [e for e in reversed(self._v2_events.values()) if e["type"] in types
+                     and created_gte <= unix_seconds(e["created"]) <= created_lte]
+            return {"object": "list", "data": found[:limit], "has_more": len(found) >= limit}
+
+        return self._run("list_v2_events", args, listed)
+
     # -- helpers ----------------------------------------------------------------------
 
     def _recount_after_dedupe(self, identifier: str, original: JSONDict) -> None:

@@ -64,6 +64,7 @@ class FakeProcessor(CustomersMixin, PaymentMethodsMixin, MetersMixin, MeterAdjus
         after: bool = False,
         crash: bool = False,
         skip: int = 0,
+        delay: float = 0.0,
     ) -> None:
         """Make the next `times` calls of `operation` fail (FIFO per operation),
         after `skip` calls that go through (a fault half way through a run).
@@ -74,10 +75,14 @@ class FakeProcessor(CustomersMixin, PaymentMethodsMixin, MetersMixin, MeterAdjus
         (the case idempotency keys exist for): a retry with the same key gets
         the original result. With `crash=True` the call takes effect and then
         the caller dies (ProcessCrash; `status` is not used): the crash
-        between the Stripe call and the DynamoDB write.
+        between the Stripe call and the DynamoDB write. With `delay` (seconds)
+        the call succeeds but its answer arrives that late (`status` is not
+        used), and the Fake serves other calls meanwhile: a change landing
+        while a caller walks a slow list.
         """
         with self._lock:
-            self._faults.add(operation, status, code, times, message, after=after, crash=crash, skip=skip)
+            self._faults.add(operation, status, code, times, message, after=after, crash=crash, skip=skip,
+                             delay=delay)
 
     def clear_faults(self) -> None:
         """Drop every scripted fault not yet met (the outage is over)."""
@@ -89,6 +94,10 @@ class FakeProcessor(CustomersMixin, PaymentMethodsMixin, MetersMixin, MeterAdjus
         so retrieve_object returns it, as if it had been created on Stripe."""
         object_type = str(obj.get("object", ""))
         object_id = str(obj.get("id", ""))
+        if object_type == "invoice_payment" and object_id:  # listed, never retrieved alone
+            with self._lock:
+                self._invoice_payments[object_id] = copy.deepcopy(obj)
+            return
         check_object_type(object_type)
         if not object_id:
             raise ValueError("put_object: the object needs an id")

@@ -161,6 +161,10 @@ class RemoteFakeProcessor:
     def retrieve_v2_event(self, event_id: str) -> JSONDict:
         return self._dict("retrieve_v2_event", event_id)
 
+    def list_v2_events(self, *, types: list[str], created_gte: int, created_lte: int, limit: int) -> JSONDict:
+        return self._dict("list_v2_events", types=types, created_gte=created_gte, created_lte=created_lte,
+                          limit=limit)
+
     def cancel_meter_event(self, *, event_name: str, identifier: str, idempotency_key: str) -> JSONDict:
         return self._dict("cancel_meter_event", event_name=event_name, identifier=identifier,
                           idempotency_key=idempotency_key)

@@ -466,6 +466,34 @@ def test_retrieve_v2_event(stripe: StripeProcessor, stub: StripeStub) -> None:
     assert result == event
 
 
+def test_list_v2_events_follows_next_page_url_up_to_its_limit(stripe: StripeProcessor, stub: StripeStub) -> None:
+    def thin(n: int) -> dict[str, Any]:
+        return {"id": f"evt_test_{n}", "object": "v2.core.event", "created": f"2024-09-26T17:46:{n:02d}.000Z",
+                "type": "v1.billing.meter.error_report_triggered", "livemode": False, "context": None,
+                "related_object": {"id": "mtr_test_1", "type": "billing.meter", "url": "/v1/billing/meters/mtr_test_1"}}
+
+    stub.reply(200, {"data": [thin(3), thin(2)], "next_page_url": "/v2/core/events?page=page_2",
+                     "previous_page_url": None})
+    stub.reply(200, {"data": [thin(1)], "next_page_url": None, "previous_page_url": None})
+    types = ["v1.billing.meter.error_report_triggered", "v1.billing.meter.no_meter_found"]
+    whole = stripe.list_v2_events(types=types, created_gte=1727372770, created_lte=1727372790, limit=10)
+    assert [e["id"] for e in whole["data"]] == ["evt_test_3", "evt_test_2", "evt_test_1"]
+    assert whole["has_more"] is False
+    first, second = stub.requests
+    assert (first.method, first.path) == ("GET", "/v2/core/events")
+    assert (first.query["types[0]"], first.query["types[1]"]) == ([types[0]], [types[1]])
+    assert [v for k, v in sorted(first.query.items()) if k.startswith("created")] == [
+        ["2024-09-26T17:46:10.000Z"], ["2024-09-26T17:46:30.000Z"]]
+    assert (second.path, second.query) == ("/v2/core/events", {"page": ["page_2"]})
+
+    stub.requests.clear()
+    stub.reply(200, {"data": [thin(3), thin(2)], "next_page_url": "/v2/core/events?page=page_2",
+                     "previous_page_url": None})
+    cut = stripe.list_v2_events(types=types, created_gte=1727372770, created_lte=1727372790, limit=2)
+    assert ([e["id"] for e in cut["data"]], cut["has_more"]) == (["evt_test_3", "evt_test_2"], True)
+    assert len(stub.requests) == 1  # the budget ends the walk before it asks for the next page
+
+
 # -- any object, coupons, promotion codes -------------------------------------------------
 
 

@@ -28,11 +28,13 @@ OBJECT_TYPES: Final = frozenset(
 )
 
 # What list_objects lists: Stripe's list endpoints the backfill and the events poll
-# read (billing.sync). Payment methods are listed per customer (params["customer"]):
+# read (billing.sync), and invoice payments (from 2025-03-31.basil a charge names no
+# invoice: params {"payment": {"type": "payment_intent", "payment_intent": ...}}
+# find its). Payment methods are listed per customer (params["customer"]):
 # Stripe lists no account-wide payment methods for payments.
 LIST_TYPES: Final = frozenset(
     {"customer", "payment_method", "subscription", "invoice", "charge", "coupon", "promotion_code", "price",
-     "product", "event"}
+     "product", "event", "invoice_payment"}
 )
 # Stripe's largest page.
 MAX_LIST_LIMIT: Final = 100
@@ -105,6 +107,14 @@ class Processor(Protocol):
 
     def retrieve_v2_event(self, event_id: str) -> JSONDict:
         """GET /v2/core/events/{id}: the full event behind a thin webhook."""
+        ...
+
+    def list_v2_events(self, *, types: list[str], created_gte: int, created_lte: int, limit: int) -> JSONDict:
+        """GET /v2/core/events: the v2 (thin) events of these types created in
+        [created_gte, created_lte] (unix seconds, sent as RFC 3339), newest
+        first as Stripe lists them, following next_page_url up to `limit`
+        events: `{"data": [...], "has_more": bool}` (has_more: the walk
+        stopped at `limit`, so the list may go on)."""
         ...
 
     def cancel_meter_event(self, *, event_name: str, identifier: str, idempotency_key: str) -> JSONDict:

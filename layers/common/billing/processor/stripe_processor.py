@@ -210,6 +210,19 @@ class StripeProcessor:
     def retrieve_v2_event(self, event_id: str) -> JSONDict:
         return _to_dict(self._call(self._client.v2.core.events.retrieve, event_id))
 
+    def list_v2_events(self, *, types: list[str], created_gte: int, created_lte: int, limit: int) -> JSONDict:
+        def walk() -> JSONDict:
+            page = self._client.v2.core.events.list(
+                {"types": list(types), "created": {"gte": rfc3339(created_gte), "lte": rfc3339(created_lte)}})
+            found: list[JSONDict] = []
+            for event in page.auto_paging_iter():  # next_page_url, page after page
+                found.append(_to_dict(event))
+                if len(found) == limit:  # stop before asking for a page past the budget
+                    return {"object": "list", "data": found, "has_more": True}
+            return {"object": "list", "data": found, "has_more": False}
+
+        return self._call(walk)
+
     def cancel_meter_event(self, *, event_name: str, identifier: str, idempotency_key: str) -> JSONDict:
         adjustment = self._call(
             self._client.v1.billing.meter_event_adjustments.create,
@@ -360,7 +373,7 @@ class StripeProcessor:
             "customer": v1.customers.list, "payment_method": v1.payment_methods.list,
             "subscription": v1.subscriptions.list, "invoice": v1.invoices.list, "charge": v1.charges.list,
             "coupon": v1.coupons.list, "promotion_code": v1.promotion_codes.list, "price": v1.prices.list,
-            "product": v1.products.list, "event": v1.events.list,
+            "product": v1.products.list, "event": v1.events.list, "invoice_payment": v1.invoice_payments.list,
         }
         query: JSONDict = {**(params or {}), "limit": limit}
         if object_type == "subscription":

@@ -8,7 +8,9 @@ on), its period end (on the item in current API versions, on the
 subscription in older ones), cancel at period end, the trial's end and the
 pause of collection. Invoices: the subscription (top level in older
 versions, under `parent.subscription_details` in current ones). Charges:
-the invoice they name and, through its row, the invoice's subscription.
+their invoice (named on the charge before 2025-03-31.basil, through the
+invoice's payments from then on: charges.py) and, through its row, the
+invoice's subscription.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from billing.data.lanes import laned
 from billing.data.reads import find
 from billing.data.tables import InvoiceRow
 from billing.processor.fields import boolean, integer, mapping, reference, text
+from billing.subscriptions import charges
 
 
 def status_lane(obj: dict[str, Any]) -> str | None:
@@ -60,7 +63,8 @@ def invoice(obj: dict[str, Any], event_type: str, row: Any) -> dict[str, Any]:
 
 
 def charge(obj: dict[str, Any], event_type: str, row: Any) -> dict[str, Any]:
-    invoice_id = reference(obj.get("invoice"))
+    # A link once made stays: a later event of the charge need not ask Stripe again.
+    invoice_id = reference(obj.get("invoice")) or row.invoice_id or charges.invoice_of(obj)
     subscription_id = row.subscription_id
     if subscription_id is None and invoice_id is not None:
         found = find(InvoiceRow, invoice_id, consistent=False)
@@ -70,6 +74,12 @@ def charge(obj: dict[str, Any], event_type: str, row: Any) -> dict[str, Any]:
         "invoice_id": invoice_id, "subscription_id": subscription_id, "currency": text(obj.get("currency")),
         "amount": integer(obj.get("amount")),
     }
+
+
+def entitlements_whole(obj: dict[str, Any]) -> bool:
+    """Whether a summary lists every active entitlement: its event embeds only
+    the first page of them (`has_more`), and the rest must be listed."""
+    return not boolean(mapping(obj.get("entitlements")).get("has_more"))
 
 
 def entitlements(obj: dict[str, Any], event_type: str, row: Any) -> dict[str, Any]:
