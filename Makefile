@@ -202,6 +202,16 @@ lock: $(DEV_STAMP) ## re-resolve requirements/*.txt and layers/common/requiremen
 bench: $(DEV_STAMP) ## the benchmarks under bench/ (DESIGN.md section 7)
 	$(BIN)/python -m bench
 
+# The operator console (DESIGN.md section 12) for a deployed stack: console/
+# served on 127.0.0.1:CONSOLE_PORT, each API call signed (SigV4) with your own
+# AWS credentials (AWS_PROFILE, SSO, ...). Locally, `make run` serves it at /console/.
+STACK ?=
+CONSOLE_PORT ?= 8080
+.PHONY: console
+console: $(DEV_STAMP) ## the operator console for a deployed stack (STACK=<name>, AWS credentials; locally: make run, /console/)
+	@test -n "$(STACK)" || { echo "error: give STACK=<stack name> (make console STACK=billing-prod)" >&2; exit 1; }
+	$(BIN)/python -m devstack.console --stack "$(STACK)" --region "$(REGION)" --port $(CONSOLE_PORT)
+
 # Like `stripe trigger`: a sample from events/webhooks/stripe/, fresh id and
 # created, signed with STRIPE_WEBHOOK_SECRET, posted to the running stack;
 # VIA=eventbridge delivers it through the Stripe partner event source instead.
