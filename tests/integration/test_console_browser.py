@@ -161,6 +161,18 @@ def test_an_unknown_customer_shows_the_apis_own_message(browser: Any, stack: Loc
     assert expected["type"] in text(browser, "#view [role=alert]")
 
 
+def test_reads_on_a_phone_screen(browser: Any, stack: LocalStack) -> None:
+    browser.set_window_size(390, 844)
+    try:
+        for fragment in ("/customers", "/webhook-events?status=failed", "/usage?status=failed"):
+            open_console(browser, stack, fragment)
+            # Wide tables scroll inside their own box; the page itself never scrolls sideways.
+            assert browser.execute_script(
+                "return document.documentElement.scrollWidth <= window.innerWidth"), fragment
+    finally:
+        browser.set_window_size(1280, 1000)
+
+
 # -- webhook events ---------------------------------------------------------------------------
 
 
@@ -244,6 +256,8 @@ def test_cancel_asks_first_and_a_retry_the_api_refuses_shows_its_message(browser
     answer_dialog(browser, confirm=True)
     until(lambda: f"{ids[0]} is canceled" in text(browser), what="the cancel's outcome")
     assert usage_helpers.get_usage(api, ids[0])["stripe_status"] == "canceled"
+    until(lambda: ids[0] not in text(browser, ".paged") and ids[1] in text(browser, ".paged"),
+          what="the list reloaded without the canceled row")
 
     # Canceled behind the page's back: the retry the page still offers is
     # refused by the API, and its message is shown as it came.
