@@ -272,6 +272,26 @@ def test_cancel_asks_first_and_a_retry_the_api_refuses_shows_its_message(browser
     assert all(w["key"] for w in writes(browser))
 
 
+# -- backfill ---------------------------------------------------------------------------------
+
+
+def test_a_backfill_started_from_the_console_shows_its_progress_until_completed(browser: Any, stack: LocalStack,
+                                                                                  api: Client) -> None:
+    open_console(browser, stack, "/backfill")
+    click(browser, "//button[text()='Start a backfill']")
+    answer_dialog(browser, confirm=True)
+    run_id = until(lambda: browser.execute_script(
+        "const m = location.hash.match(/^#\\/backfill\\/(bf_\\w+)$/); return m && m[1]"), what="the run's page")
+    (sent,) = writes(browser)
+    assert sent["url"].endswith("/v1/sync/backfill") and sent["key"]
+    # The page polls the run: it reaches completed without a reload.
+    until(lambda: "completed" in text(browser, "dl.fields"), timeout=60, what="the run to show completed")
+    assert api.get(f"/v1/sync/backfill/{run_id}").json()["status"] == "completed"
+    assert "customer" in text(browser, "table")
+    open_console(browser, stack, "/backfill")
+    until(lambda: run_id in text(browser), what="the run remembered in this browser")
+
+
 # -- reconciliation (DESIGN.md section 10: passes once the reconciliation routes are merged) ---
 
 
