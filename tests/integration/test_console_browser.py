@@ -204,6 +204,21 @@ def test_replaying_a_failed_webhook_asks_first_then_the_event_shows_processed(br
     no_script_errors(browser)
 
 
+def test_replay_from_the_event_page_asks_first(browser: Any, stack: LocalStack, api: Client) -> None:
+    failed = failed_webhook(api, stack)
+    open_console(browser, stack, f"/webhook-events/{failed['id']}")
+    until(lambda: "failed" in text(browser, "dl.fields") and "api_error" in text(browser), what="the failed event")
+    click(browser, "//button[text()='Replay']")
+    answer_dialog(browser, confirm=False)
+    assert writes(browser) == [] and api.get(f"/v1/webhook-events/{failed['id']}").json()["replays"] == 0
+    click(browser, "//button[text()='Replay']")
+    answer_dialog(browser, confirm=True)
+    until(lambda: "Replay requested" in text(browser), what="the replay's outcome")
+    (sent,) = writes(browser)
+    assert sent["url"].endswith(f"/v1/webhook-events/{failed['id']}/replay") and sent["key"]
+    assert settle(stack, api, failed["id"])[0]["status"] == "processed"
+
+
 def test_an_unknown_webhook_event_shows_the_apis_message(browser: Any, stack: LocalStack,
                                                                   api: Client) -> None:
     expected = api.get("/v1/webhook-events/evt_console_never_sent").json()["error"]["message"]
