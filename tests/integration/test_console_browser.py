@@ -4,6 +4,7 @@ made and sent with an Idempotency-Key, and the API's own error messages."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -307,20 +308,20 @@ def test_a_backfill_started_from_the_console_shows_its_progress_until_completed(
     until(lambda: run_id in text(browser), what="the run remembered in this browser")
 
 
-# -- reconciliation (DESIGN.md section 10: passes once the reconciliation routes are merged) ---
+# -- reconciliation (DESIGN.md section 10) ---
 
 
 def test_applying_a_repair_asks_first_and_sends_the_missing_usage(browser: Any, stack: LocalStack,
                                                                   api: Client) -> None:
     customer = usage_helpers.new_customer(api)
     identifiers = [usage_helpers.uid("console-drift") for _ in range(2)]
-    for identifier in identifiers:
-        usage_helpers.put_usage(api, identifier, usage_helpers.usage_body(customer, value=5))
+    # Only a closed hour can be reconciled: the usage happened three hours ago.
+    start = int(time.time()) // 3600 * 3600 - 3 * 3600
+    for n, identifier in enumerate(identifiers):
+        usage_helpers.put_usage(api, identifier, usage_helpers.usage_body(customer, value=5, timestamp=start + 60 * n))
     usage_helpers.settle(stack, api, identifiers)
     # Stripe rejects both but samples none: a drift no local row explains.
     assert api.post("/_local/fake-stripe/meter-error", {"identifiers": identifiers, "sampled": 0}).status_code == 200
-    hour = usage_helpers.get_usage(api, identifiers[0])["occurred_at"]
-    start = int(_unix(hour)) // 3600 * 3600
     run = api.post("/v1/usage/reconciliations", {"start": start, "end": start + 3600, "customer_id": customer["id"]})
     assert run.status_code == 202, run.text
     run_id = run.json()["id"]
@@ -341,12 +342,6 @@ def test_applying_a_repair_asks_first_and_sends_the_missing_usage(browser: Any, 
     assert all(w["key"] for w in writes(browser))
     sent = requests.get(f"{stack.url}/_local/fake-stripe/meter-events", timeout=10).json()
     assert any(str(e.get("identifier", "")).startswith("repair:") for e in _events(sent))
-
-
-def _unix(iso: str) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def _events(payload: Any) -> list[dict[str, Any]]:
