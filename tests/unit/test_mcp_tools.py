@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -26,6 +27,7 @@ from billing.data.tables import WebhookEventRow
 from billing.data.usage_tables import MeterEventRow
 from billing.metering import intake, outbox
 from billing.metering.intake import UsageInput
+from billing.metering.reconciliation import runs
 from billing.subscriptions import actions
 from devstack.fake_stripe import FakeProcessor
 from tests.unit.webhook_delivery import Deliverer
@@ -79,7 +81,9 @@ def world(fake: FakeProcessor) -> dict[str, Any]:
         intake.accept(identifier, UsageInput(event_name="api_requests", value=3, customer_id=one["id"]), API)
     MeterEventRow(pk="mcp-u1-b").update(actions=outbox.failed_actions(
         "mcp-u1-b", outbox.safe_error("meter_error", "x", "y"), clock.iso(), count_attempt=False))
-    return {"one": one, "two": two, "pm": pm, "sub": sub, "price": price}
+    hour = int(time.time()) // 3600 * 3600 - 2 * 3600
+    run, _ = runs.start(API, start=hour, end=hour + 3600, customer_id=one["id"])
+    return {"one": one, "two": two, "pm": pm, "sub": sub, "price": price, "run": run}
 
 
 def test_the_tool_list_is_read_only_unless_write_tools_are_on() -> None:
@@ -129,6 +133,7 @@ def test_describe_is_the_rest_models_and_the_rest_lists_filters() -> None:
     assert set(types["PromotionCode"]["filters"]) == {"active", "code", "coupon", "sort", "order"}
     assert set(types["MeterEvent"]["filters"]) == {"status", "customer_id"}
     assert set(types["WebhookEvent"]["filters"]) == {"status"}
+    assert types["UsageReconciliation"]["filters"] == {}
 
 
 def test_find_reads_every_type_through_its_rest_list(world: dict[str, Any]) -> None:
@@ -144,6 +149,7 @@ def test_find_reads_every_type_through_its_rest_list(world: dict[str, Any]) -> N
         "PromotionCode": ok(srv, "find", type="PromotionCode", filter={"active": True}),
         "MeterEvent": ok(srv, "find", type="MeterEvent", filter={"status": "failed"}),
         "WebhookEvent": ok(srv, "find", type="WebhookEvent", filter={"status": "failed"}),
+        "UsageReconciliation": ok(srv, "find", type="UsageReconciliation", filter={}),
     }
     assert [c["id"] for c in found["Customer"]["data"]] == [one["id"]]
     assert [s["id"] for s in found["Subscription"]["data"]] == [world["sub"]["id"]]
@@ -153,6 +159,7 @@ def test_find_reads_every_type_through_its_rest_list(world: dict[str, Any]) -> N
     assert [p["id"] for p in found["Price"]["data"]] == [world["price"]["id"]]
     assert found["PromotionCode"]["data"] == [] and found["WebhookEvent"]["data"] == []
     assert [m["identifier"] for m in found["MeterEvent"]["data"]] == ["mcp-u1-b"]
+    assert [r["id"] for r in found["UsageReconciliation"]["data"]] == [world["run"]["id"]]
     # Every object is the REST object, through its response model.
     for name, page in found.items():
         model = objects.TYPES[name].response_model()
@@ -179,6 +186,8 @@ def test_get_every_type_by_id_and_a_customer_with_every_include(world: dict[str,
     assert ok(srv, "get", type="MeterEvent", id="mcp-u1-a")["identifier"] == "mcp-u1-a"
     event_id = next(iter(WebhookEventRow.scan(limit=1))).pk
     assert ok(srv, "get", type="WebhookEvent", id=event_id)["id"] == event_id
+    run = ok(srv, "get", type="UsageReconciliation", id=world["run"]["id"])
+    assert (run["id"], run["customer_id"], run["end"] - run["start"]) == (world["run"]["id"], one["id"], 3600)
 
     plain = ok(srv, "get", type="Customer", id=one["id"])
     assert plain["owner_id"] == "u-1" and "subscriptions" not in plain

@@ -8,8 +8,8 @@ what it means over HTTP.
 Route modules are imported on first use (as billing.api.lazy does for the
 API): `tools/list` needs only the names below, not the routes.
 
-Adding a type (the reconciliation runs, once billing.metering has them) is
-one entry in TYPES: its route module, response model, list route and getter.
+Adding a type is one entry in TYPES: its route module, response model,
+list route and getter.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from billing.core.errors import ValidationFailed
 # The names a tool's schema enumerates (kept literal here so `tools/list` is
 # exact without importing a route module); tests hold them equal to TYPES.
 TypeName = Literal["Customer", "Subscription", "Invoice", "Charge", "PaymentMethod", "Price", "PromotionCode",
-                   "MeterEvent", "WebhookEvent"]
+                   "MeterEvent", "WebhookEvent", "UsageReconciliation"]
 IncludeName = Literal["subscriptions", "invoices", "payments", "payment_methods", "entitlements", "usage"]
 INCLUDES: tuple[str, ...] = get_args(IncludeName)
 
@@ -84,7 +84,10 @@ TYPES: dict[str, ObjectType] = {t.name: t for t in (
     ObjectType("WebhookEvent", f"{_ROUTES}.webhook_events", "WebhookEvent",
                f"{_ROUTES}.webhook_events:list_webhook_events", "billing.webhooks.store:get",
                "A Stripe event as received and processed (never its payload)"),
-    # The reconciliation runs (section 10) go here once they exist.
+    ObjectType("UsageReconciliation", f"{_ROUTES}.usage_reconciliations", "Reconciliation",
+               f"{_ROUTES}.usage_reconciliations:list_reconciliations", "billing.metering.reconciliation.runs:get",
+               "A usage reconciliation run (DESIGN.md section 10): Stripe's hourly meter summaries against the "
+               "usage reported, and the first page of its drift"),
 )}
 
 

@@ -189,11 +189,12 @@ class EventsPollSettings(StripeSettings):
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class McpSettings(CustomerTables, BillingTables, StripeSettings):
     """The MCP function (billing.agents): every projection read, usage and
-    webhook events, the write tools' idempotency records, and whether the
+    webhook events, reconciliation runs, the write tools' idempotency records, and whether the
     write tools exist (the McpWriteTools parameter)."""
 
     meter_events_table: str = env(METER_EVENTS_TABLE)
     webhook_events_table: str = env(WEBHOOK_EVENTS_TABLE)
+    sync_table: str = env(SYNC_TABLE)  # the usage reconciliation runs
     idempotency_table: str = env(IDEMPOTENCY_TABLE)
     mcp_write_tools: bool = env("MCP_WRITE_TOOLS", False)
 
