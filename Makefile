@@ -50,9 +50,11 @@ endef
 VENV      := .venv
 VENV_SAM  := .venv-sam
 VENV_CHECKOV := .venv-checkov
+VENV_DOCS := .venv-docs
 DEV_STAMP := $(VENV)/.installed-dev
 SAM_STAMP := $(VENV_SAM)/.installed-sam
 CHECKOV_STAMP := $(VENV_CHECKOV)/.installed-checkov
+DOCS_STAMP := $(VENV_DOCS)/.installed-docs
 BIN       := $(VENV)/bin
 SAM_BIN   := $(CURDIR)/$(VENV_SAM)/bin
 
@@ -78,11 +80,16 @@ $(SAM_STAMP): requirements/sam.txt
 $(CHECKOV_STAMP): requirements/checkov.txt
 	$(call make_venv,$(VENV_CHECKOV),requirements/checkov.txt)
 
+$(DOCS_STAMP): requirements/docs.txt
+	$(call make_venv,$(VENV_DOCS),requirements/docs.txt)
+
 .PHONY: venv .venv .venv-sam .venv-checkov
 venv: .venv .venv-sam .venv-checkov ## the three virtual environments
 .venv: $(DEV_STAMP) ## the dev environment (tests, linters, local stack), from requirements/dev.txt
 .venv-sam: $(SAM_STAMP) ## the SAM CLI and cfn-lint, from requirements/sam.txt
 .venv-checkov: $(CHECKOV_STAMP) ## checkov (IaC scanner), from requirements/checkov.txt
+.PHONY: .venv-docs
+.venv-docs: $(DOCS_STAMP) ## MkDocs and the Material theme, from requirements/docs.txt
 
 # ----------------------------------------------------------------------- SAM
 # No telemetry; never wait on the EC2 metadata service for credentials.
@@ -110,7 +117,7 @@ run: $(DEV_STAMP) ## the local stack on 127.0.0.1:PORT (env, default 3000); DESI
 	$(BIN)/python -m devstack run
 
 .PHONY: test
-test: lint typecheck unit integration test-dynamodb-local template-check scan build ## everything CI checks, in order
+test: lint typecheck unit integration test-dynamodb-local template-check scan build docs-build ## everything CI checks, in order
 
 .PHONY: lint
 lint: $(DEV_STAMP) ## ruff, and import-linter's contracts (one dependency direction, pyproject.toml)
@@ -195,12 +202,39 @@ lock: $(DEV_STAMP) ## re-resolve requirements/*.txt and layers/common/requiremen
 	$(UV_COMPILE) requirements/dev.in -o requirements/dev.txt
 	$(UV_COMPILE) requirements/sam.in -o requirements/sam.txt
 	$(UV_COMPILE) requirements/checkov.in -o requirements/checkov.txt
+	$(UV_COMPILE) requirements/docs.in -o requirements/docs.txt
 	$(UV_COMPILE) --python-platform aarch64-manylinux2014 --constraint requirements/dev.txt \
 	  --annotation-style line requirements/runtime.in -o layers/common/requirements.txt
+	$(UV_COMPILE) --python-platform aarch64-manylinux2014 --constraint requirements/dev.txt \
+	  --annotation-style line --no-annotate requirements/mcp.in -o functions/mcp/requirements.txt
+	$(BIN)/python requirements/function_pins.py functions/mcp/requirements.txt layers/common/requirements.txt
 
 .PHONY: bench
 bench: $(DEV_STAMP) ## the benchmarks under bench/ (DESIGN.md section 7)
 	$(BIN)/python -m bench
+
+# The operator console (DESIGN.md section 12) for a deployed stack: console/
+# served on 127.0.0.1:CONSOLE_PORT, each API call signed (SigV4) with your own
+# AWS credentials (AWS_PROFILE, SSO, ...). Locally, `make run` serves it at /console/.
+STACK ?=
+CONSOLE_PORT ?= 8080
+.PHONY: console
+console: $(DEV_STAMP) ## the operator console for a deployed stack (STACK=<name>, AWS credentials; locally: make run, /console/)
+	@test -n "$(STACK)" || { echo "error: give STACK=<stack name> (make console STACK=billing-prod)" >&2; exit 1; }
+	$(BIN)/python -m devstack.console --stack "$(STACK)" --region "$(REGION)" --port $(CONSOLE_PORT)
+
+# The documentation site (docs/, MkDocs with the Material theme). The API page
+# is rendered from the OpenAPI document the stack serves (GET /v1/openapi.json),
+# written to docs/api/openapi.json first from the same code.
+DOCS_PORT ?= 8000
+OPENAPI_DOC := docs/api/openapi.json
+.PHONY: $(OPENAPI_DOC) docs docs-build
+$(OPENAPI_DOC): $(DEV_STAMP)
+	PYTHONPATH=layers/common $(BIN)/python -c 'from billing.api.app import openapi_json; print(openapi_json())' > $@
+docs: $(DOCS_STAMP) $(OPENAPI_DOC) ## serve the documentation site on 127.0.0.1:DOCS_PORT (live reload)
+	NO_MKDOCS_2_WARNING=1 $(VENV_DOCS)/bin/mkdocs serve --dev-addr 127.0.0.1:$(DOCS_PORT)
+docs-build: $(DOCS_STAMP) $(OPENAPI_DOC) ## build the documentation site in strict mode (a broken link or missing page fails)
+	NO_MKDOCS_2_WARNING=1 $(VENV_DOCS)/bin/mkdocs build --strict --site-dir .site
 
 # Like `stripe trigger`: a sample from events/webhooks/stripe/, fresh id and
 # created, signed with STRIPE_WEBHOOK_SECRET, posted to the running stack;
@@ -221,7 +255,7 @@ backfill: $(DEV_STAMP) ## import the Stripe account into `make run` (resumable; 
 
 .PHONY: clean distclean
 clean: ## build output and tool caches
-	rm -rf .aws-sam .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf .aws-sam .site .mypy_cache .ruff_cache .pytest_cache .hypothesis
 	find . -path ./$(VENV) -prune -o -path ./$(VENV_SAM) -prune -o -path ./$(VENV_CHECKOV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 distclean: clean ## clean, and the three virtual environments
-	rm -rf $(VENV) $(VENV_SAM) $(VENV_CHECKOV)
+	rm -rf $(VENV) $(VENV_SAM) $(VENV_CHECKOV) $(VENV_DOCS)

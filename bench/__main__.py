@@ -12,7 +12,8 @@ import sys
 import time
 from typing import Any
 
-MODULES = ["bench.imports", "bench.metering", "bench.webhooks", "bench.eventbridge", "bench.billing"]
+MODULES = ["bench.imports", "bench.metering", "bench.webhooks", "bench.eventbridge", "bench.billing", "bench.mcp",
+           "bench.reconciliation"]
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

@@ -57,7 +57,14 @@ FLOOR_CODE = "import boto3; boto3.client('dynamodb')"
 HEAVY = ("aws_xray_sdk", "boto3", "botocore", "pydantic", "pynamodb", "requests", "stripe")
 # DESIGN.md section 7: each function's import against the floor.
 TARGETS = {"WebhookFunction": 1.0, "WebhookProcessorFunction": 1.2, "MeterReporterFunction": 1.2,
-           "MeterSweeperFunction": 1.2, "ApiFunction": 1.5}
+           "MeterSweeperFunction": 1.2, "ApiFunction": 1.5,
+           # The sync functions: streams (backfill, publisher), a schedule (the poll), an EventBridge target.
+           "StripeEventsFunction": 1.2, "BackfillFunction": 1.2, "EventsPollFunction": 1.2,
+           "EventPublisherFunction": 1.2,
+           # Usage reconciliation (DESIGN.md section 10): a schedule and its runs' stream.
+           "UsageReconcilerFunction": 1.2,
+           # DESIGN.md section 11: its own function, so the API's cold start does not grow.
+           "McpFunction": 1.5}
 
 _PROBE = """
 import json, resource, sys, time
@@ -152,7 +159,9 @@ def build_function(logical_id: str, code_uri: Path, metadata: dict[str, Any]) ->
             scratch = artifacts.parent / f".source-{logical_id}"
             shutil.rmtree(scratch, ignore_errors=True)
             shutil.copytree(code_uri, scratch, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-            _make(f"build-{logical_id}", scratch, artifacts, makefile=context / "Makefile")
+            # A function's own wheels (functions/Makefile) for this machine, as the layer's.
+            _make(f"build-{logical_id}", scratch, artifacts, makefile=context / "Makefile",
+                  UV_PLATFORM=_host_platforms()[0])
             shutil.rmtree(scratch)
         else:
             shutil.copytree(code_uri, artifacts, dirs_exist_ok=True,
@@ -289,7 +298,9 @@ def run() -> list[dict[str, Any]]:
         code, paths, env = f"import {fn.module}", (str(fn.built), str(layer)), tuple(fn.env.items())
         variants.append(Variant(fn.logical_id, code, paths, env))
         if compiled:
-            variants.append(Variant(f"{fn.logical_id} without bytecode", code, (str(fn.source), str(bare_layer)),
+            # A function with wheels of its own (functions/Makefile): its built folder, bare.
+            source = without_bytecode(fn.built) if (fn.source / "requirements.txt").exists() else fn.source
+            variants.append(Variant(f"{fn.logical_id} without bytecode", code, (str(source), str(bare_layer)),
                                     env))
         if "DETAILED_TRACING" in fn.env:
             variants.append(Variant(f"{fn.logical_id} with DetailedTracing", code, paths,

@@ -12,6 +12,8 @@ new, and an entry whose projected attributes changed is one write on its key.
 
 from __future__ import annotations
 
+import json
+import math
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -88,9 +90,20 @@ def stream_records(endpoint: str, stream_arn: str) -> Iterator[dict[str, Any]]:
             iterator = page.get("NextShardIterator")
 
 
+def entry_units(entry: Image) -> int:
+    """DynamoDB's rule: 1 write unit per started KB of the entry (names and values, UTF-8)."""
+    size = 0
+    for name, value in entry.items():
+        kind, raw = next(iter(value.items()))
+        size += len(name.encode()) + (1 if kind == "BOOL" else len(json.dumps(raw) if kind in ("M", "L") else
+                                                                str(raw).encode()))
+    return max(1, math.ceil(size / 1024))
+
+
 def index_writes(table: TableSpec, records: Iterator[dict[str, Any]],
-                 wanted: Callable[[dict[str, Any]], bool]) -> Counter[tuple[str, str]]:
-    """(index name, partition key value) -> writes, for the stream records `wanted` selects."""
+                 wanted: Callable[[dict[str, Any]], bool], *, units: bool = False) -> Counter[tuple[str, str]]:
+    """(index name, partition key value) -> writes (or, with `units`, write
+    units: the projected entry's size), for the stream records `wanted` selects."""
     table_keys = tuple(k["AttributeName"] for k in table.properties["KeySchema"])
     indexes = [IndexSpec.from_template(ix) for ix in table.properties.get("GlobalSecondaryIndexes") or []]
     out: Counter[tuple[str, str]] = Counter()
@@ -100,7 +113,8 @@ def index_writes(table: TableSpec, records: Iterator[dict[str, Any]],
         change = record["dynamodb"]
         for index in indexes:
             for key in index.writes(change.get("OldImage"), change.get("NewImage"), table_keys):
-                out[(index.name, str(key))] += 1
+                image = change.get("NewImage") or change.get("OldImage") or {}
+                out[(index.name, str(key))] += entry_units(index.projected(image, table_keys)) if units else 1
     return out
 
 

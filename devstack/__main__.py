@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"billing-functions local stack ready in {time.monotonic() - started:.1f}s\n"
         f"  API:        {stack.url}/v1\n"
+        f"  console:    {stack.url}/console/ (the operator console)\n"
         f"{webhook}"
         f"{eventbridge}"
         f"  DynamoDB:   {stack.ddb_endpoint}\n"

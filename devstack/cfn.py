@@ -10,6 +10,7 @@ gave each resource.
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -40,6 +41,55 @@ _SHORT_TAGS = {
 
 class TemplateError(Exception):
     """The template cannot be read or resolved; the message is one clear line."""
+
+
+def parse_parameter_overrides(text: str) -> dict[str, str]:
+    """`sam deploy --parameter-overrides` syntax: space-separated Key=Value,
+    values quoted as a shell quotes them ('A="x y" B=1'). TemplateError
+    naming a token that is not Key=Value."""
+    try:
+        tokens = shlex.split(text)
+    except ValueError as exc:
+        raise TemplateError(f"PARAMETER_OVERRIDES cannot be read: {exc}") from None
+    found: dict[str, str] = {}
+    for token in tokens:
+        name, sep, value = token.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9]+", name):
+            raise TemplateError(f"PARAMETER_OVERRIDES: {token!r} is not Key=Value")
+        found[name] = value
+    return found
+
+
+def check_parameters(template: Mapping[str, Any], parameters: Mapping[str, str]) -> None:
+    """What CloudFormation refuses before it deploys: a name the template does
+    not declare, a value outside AllowedValues or AllowedPattern, a Number
+    that is not one or is outside MinValue/MaxValue. One line naming each."""
+    declared = template.get("Parameters") or {}
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        raise TemplateError(f"unknown template parameter(s): {', '.join(unknown)} "
+                            f"(the template declares {', '.join(sorted(declared))})")
+    problems: list[str] = []
+    for name, value in parameters.items():
+        spec = declared[name] if isinstance(declared[name], dict) else {}
+        allowed = spec.get("AllowedValues")
+        if allowed is not None and value not in [str(a) for a in allowed]:
+            problems.append(f"{name}={value!r} is not one of {', '.join(str(a) for a in allowed)}")
+        pattern = spec.get("AllowedPattern")
+        if pattern is not None and not re.fullmatch(str(pattern), value):
+            problems.append(f"{name}={value!r} does not match {pattern}")
+        if spec.get("Type") == "Number":
+            try:
+                number = float(value)
+            except ValueError:
+                problems.append(f"{name}={value!r} is not a number")
+                continue
+            if "MinValue" in spec and number < float(spec["MinValue"]):
+                problems.append(f"{name}={value} is below its MinValue {spec['MinValue']}")
+            if "MaxValue" in spec and number > float(spec["MaxValue"]):
+                problems.append(f"{name}={value} is above its MaxValue {spec['MaxValue']}")
+    if problems:
+        raise TemplateError("template parameter(s) refused: " + "; ".join(problems))
 
 
 class CfnLoader(yaml.SafeLoader):

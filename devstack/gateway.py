@@ -3,7 +3,8 @@
 Each request is matched against the routes template.yaml declares (method and
 path template, `{param}` and `{proxy+}`), turned into the proxy event Lambda
 receives, and handed to that function; the proxy result becomes the HTTP
-response. Local control routes (`/_local/...`) are served by the stack itself.
+response. Local control routes (`/_local/...`) are served by the stack itself,
+and the operator console's static files under `/console/`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from devstack import console_files
 from devstack.runtime import FunctionError
 from devstack.template import ACCOUNT, ApiRoute
 
@@ -204,6 +206,10 @@ class Gateway:
         headers: dict[str, list[str]] = {}
         for key, value in req.headers.items():
             headers.setdefault(key, []).append(value)
+
+        if console_files.is_console(path):
+            console_files.serve(req, path)
+            return
 
         if path.startswith("/_local/"):
             self._local(req, method, path, query, headers, body)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.error import HTTPError
 
-from devstack.cfn import TemplateError
+from devstack.cfn import TemplateError, check_parameters, parse_parameter_overrides
 from devstack.dynamodb import EmbeddedMoto, client, create_tables
 from devstack.eventbridge import API_PATH as EVENTBRIDGE_PATH
 from devstack.eventbridge import EventBridgeStandIn
@@ -62,17 +62,27 @@ class Settings:
     stack_name: str = "billing-local"
     # StripeEventSourceName; "" leaves the inbound EventBridge path out, as deployed without it.
     stripe_event_source: str = LOCAL_STRIPE_EVENT_SOURCE
-    # Other template parameters (e.g. EventsPollMinAgeSeconds), as `sam deploy --parameter-overrides`.
+    # Other template parameters (e.g. EventsPollMinAgeSeconds), as `sam deploy --parameter-overrides`
+    # (PARAMETER_OVERRIDES); checked against the template's declarations at start.
     parameters: dict[str, str] = field(default_factory=dict)
+    # How long start() waits for the Fake's seeded catalog to be processed before it gives up.
+    ready_timeout: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
         raw_port = env.get("PORT", "3000")
         if not raw_port.isdigit() or not 0 <= int(raw_port) < 65536:
             raise StartupError(f"PORT must be a port number, got {raw_port!r}")
-        meter_api = env.get("METER_API", "v1")
+        try:
+            parameters = parse_parameter_overrides(env.get("PARAMETER_OVERRIDES", ""))
+        except TemplateError as exc:
+            raise StartupError(str(exc)) from None
+        # The older variables name two parameters too; given both ways, they must agree.
+        meter_api = _one_of(env, "METER_API", parameters, "MeterApi", "v1")
         if meter_api not in ("v1", "v2"):
             raise StartupError(f"METER_API must be v1 or v2, got {meter_api!r}")
+        event_source = _one_of(env, "STRIPE_EVENT_SOURCE_NAME", parameters, "StripeEventSourceName",
+                               LOCAL_STRIPE_EVENT_SOURCE)
         return cls(
             port=int(raw_port),
             template=Path(env.get("TEMPLATE", str(ROOT / "template.yaml"))),
@@ -83,8 +93,20 @@ class Settings:
             meter_api=meter_api,
             dynamodb_endpoint=env.get("DYNAMODB_ENDPOINT_URL") or None,
             concurrency=int(env.get("LOCAL_CONCURRENCY", "4")),
-            stripe_event_source=env.get("STRIPE_EVENT_SOURCE_NAME", LOCAL_STRIPE_EVENT_SOURCE),
+            stripe_event_source=event_source,
+            parameters=parameters,
+            ready_timeout=float(env.get("LOCAL_READY_TIMEOUT", "60")),
         )
+
+
+def _one_of(env: Mapping[str, str], variable: str, parameters: dict[str, str], parameter: str, default: str) -> str:
+    """A parameter the stack also takes from its own variable: from either (and
+    out of `parameters`, which LocalStack fills from the settings' field)."""
+    overridden = parameters.pop(parameter, None)
+    value = env.get(variable)
+    if value is not None and overridden is not None and value != overridden:
+        raise StartupError(f"{variable}={value!r} and PARAMETER_OVERRIDES {parameter}={overridden!r} disagree")
+    return value if value is not None else overridden if overridden is not None else default
 
 
 def _base_url(env: Mapping[str, str], name: str) -> str | None:
@@ -101,6 +123,11 @@ class LocalStack:
             self.stack = Stack(settings.template, stack_name=settings.stack_name,
                                parameters={**settings.parameters, "MeterApi": settings.meter_api,
                                            "StripeEventSourceName": settings.stripe_event_source})
+            # What CloudFormation refuses, refused here (names and allowed values);
+            # the two the stack always sets count only where the template declares them.
+            declared = self.stack.doc.get("Parameters") or {}
+            check_parameters(self.stack.doc, {k: v for k, v in self.stack.parameters.items()
+                                              if k in declared or k in settings.parameters})
         except TemplateError as exc:
             raise StartupError(str(exc)) from None
         self.moto: EmbeddedMoto | None = None
@@ -168,8 +195,38 @@ class LocalStack:
         if self.fake_stripe is not None:
             # The Fake's events (its seeded catalog first) reach the webhook
             # route from now on; the catalog is projected before start returns.
+            seeded = [str(e["id"]) for e in self.fake_stripe.fake.events_since(0)]
             self.fake_stripe.start_delivery()
-            self.settle(timeout=60.0)
+            self._wait_processed(seeded, self.settings.ready_timeout)
+
+    def _wait_processed(self, event_ids: list[str], timeout: float) -> None:
+        """Until every one of these events has its outcome on its webhook_events
+        row (RuntimeError naming the rest after `timeout`). The rows, not the
+        streams: a drained stream says its records were handed over (or
+        filtered out), not that they were applied, and a stream's tail can
+        lag the write (DynamoDB Local)."""
+        deadline = time.monotonic() + timeout
+        self.settle(timeout=timeout)
+        if "WebhookEventsTable" not in self.stack.resources:
+            return
+        table = str(self.stack.resolver().resolve({"Ref": "WebhookEventsTable"}))
+        ddb = client(self.ddb_endpoint)
+        waiting = dict.fromkeys(event_ids, "not stored")
+        while waiting:
+            for event_id in list(waiting):
+                item = ddb.get_item(TableName=table, Key={"pk": {"S": event_id}}, ConsistentRead=True).get("Item")
+                status = item["status"]["S"] if item else "not stored"
+                if status in ("processed", "ignored", "stale"):
+                    del waiting[event_id]
+                else:
+                    waiting[event_id] = status
+            if not waiting:
+                return
+            if time.monotonic() >= deadline:
+                shown = ", ".join(f"{e} {s}" for e, s in list(waiting.items())[:3])
+                raise RuntimeError(f"the Fake's seeded catalog was not processed within {timeout:g}s: "
+                                   f"{len(waiting)} of {len(event_ids)} webhook events are not ({shown})")
+            time.sleep(0.1)
 
     def stop(self) -> None:
         if self.fake_stripe is not None:

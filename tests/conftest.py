@@ -77,6 +77,7 @@ def scan_function_log(path: Path) -> list[str]:
 # a runtime, a poller) rather than through the `stack` fixture.
 LOCAL_STACK_MODULES = frozenset({
     "tests/devstack/test_schedules.py", "tests/devstack/test_startup.py", "tests/devstack/test_streams.py",
+    "tests/devstack/test_parameter_overrides.py",
     "tests/faults/test_stripe_faults.py", "tests/integration/test_meter_reporter_v2.py",
     "tests/processor/test_crash_fault.py",
 })

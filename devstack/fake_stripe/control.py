@@ -282,7 +282,11 @@ class FakeStripe:
             raise ValueError('give {"identifiers": ["...", ...]} (and optionally "code", "message")')
         code = str(body.get("code") or "meter_event_customer_not_found")
         message = body.get("message")
-        thin = self.fake.raise_meter_error(identifiers, code=code, message=str(message) if message else None)
+        sampled = body.get("sampled")
+        if sampled is not None and (isinstance(sampled, bool) or not isinstance(sampled, int) or sampled < 0):
+            raise ValueError('"sampled" is how many of the identifiers the report names: an integer >= 0')
+        thin = self.fake.raise_meter_error(identifiers, code=code, message=str(message) if message else None,
+                                           sampled=sampled)
         return 200, {"event": thin, "delivery": self.deliver_event(thin)}
 
     def deliver_event(self, event: dict[str, Any]) -> dict[str, Any]:

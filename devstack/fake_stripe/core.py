@@ -80,6 +80,10 @@ class FakeCore:
         # How far the test clock (test_clock.py) moved billing time past the wall clock.
         self._billing_offset = 0.0
         self._meter_adjustments: dict[str, JSONDict] = {}  # identifier -> {"canceled_at"} (meter_adjustments.py)
+        # Accepted events Stripe later found invalid (meter errors): never aggregated.
+        self._meter_rejected: set[str] = set()
+        # Events received again after their identifier's dedupe window: Stripe counts them again.
+        self._meter_recounted: list[JSONDict] = []
 
     # -- the machinery every call goes through -----------------------------------------
 

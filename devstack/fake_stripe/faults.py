@@ -4,7 +4,9 @@ A fault stands for one call of an operation going wrong the way Stripe can:
 an HTTP error (429 and 5xx transient, other 4xx permanent), no response at
 all (NETWORK_FAULT, or a timeout), a response lost after the call took effect
 (`after`), or the caller's process dying right after it took effect
-(`crash`, ProcessCrash). Faults queue per operation, first in first out.
+(`crash`, ProcessCrash), or an answer that arrives late (`delay`: the call
+took effect, its answer takes that many seconds while the rest of Stripe
+goes on). Faults queue per operation, first in first out.
 """
 
 from __future__ import annotations

@@ -33,6 +33,10 @@ class InvoicesMixin(CatalogMixin):
         # An invoice's confirmation secret, kept off the invoice: Stripe includes
         # it only when asked (expand), never in webhooks.
         self._invoice_secrets: dict[str, JSONDict] = {}
+        # Invoice payments (2025-03-31.basil on): how an invoice and its payment
+        # intent (so its charges) are linked. Stripe includes them on an invoice
+        # only when asked (`payments` is includable), never in webhooks.
+        self._invoice_payments: dict[str, JSONDict] = {}
 
     # -- invoices -----------------------------------------------------------------------
 
@@ -66,8 +70,9 @@ class InvoicesMixin(CatalogMixin):
             ending_balance=None, status_transitions={"finalized_at": None, "marked_uncollectible_at": None,
                                                      "paid_at": None, "voided_at": None},
             test_clock=None, total_taxes=[], total_pretax_credit_amounts=[], webhooks_delivered_at=None,
-            account_name="Fake Stripe", payments={"object": "list", "data": [], "has_more": False, "url": ""},
+            account_name="Fake Stripe",
         )
+        invoice.pop("payments", None)
         invoice.pop("confirmation_secret", None)
         self._invoices[invoice_id] = invoice
         self._emit("invoice.created", invoice)
@@ -133,17 +138,23 @@ class InvoicesMixin(CatalogMixin):
         intent = self._new_payment_intent(invoice["customer"], invoice["amount_due"], invoice["currency"],
                                           payment_method)
         self._invoice_secrets[invoice["id"]] = {"client_secret": intent["client_secret"], "type": "payment_intent"}
-        invoice["payments"]["data"] = [{"object": "invoice_payment", "id": self._next_id("inpay_fake"),
-                                        "payment": {"type": "payment_intent", "payment_intent": intent["id"]},
-                                        "status": "open", "amount_paid": None}]
+        payment_id = self._next_id("inpay_fake")
+        self._invoice_payments[payment_id] = {
+            "object": "invoice_payment", "id": payment_id, "invoice": invoice["id"], "is_default": True,
+            "amount_paid": None, "amount_requested": invoice["amount_due"], "currency": invoice["currency"],
+            "created": self._billing_now(), "livemode": False, "status": "open",
+            "payment": {"type": "payment_intent", "payment_intent": intent["id"]},
+            "status_transitions": {"canceled_at": None, "paid_at": None}}
         return intent
 
     def _mark_paid(self, invoice: JSONDict) -> None:
         before = {"status": invoice["status"], "amount_paid": invoice["amount_paid"]}
         invoice.update(status="paid", amount_paid=invoice["amount_due"], amount_remaining=0)
         invoice["status_transitions"]["paid_at"] = self._billing_now()
-        for payment in invoice["payments"]["data"]:
-            payment.update(status="paid", amount_paid=invoice["amount_due"])
+        for payment in self._invoice_payments.values():
+            if payment["invoice"] == invoice["id"]:
+                payment.update(status="paid", amount_paid=invoice["amount_due"])
+                payment["status_transitions"]["paid_at"] = self._billing_now()
         self._emit("invoice.paid", invoice, before)
         self._set_delinquent(invoice["customer"], False)
 
@@ -209,12 +220,13 @@ class InvoicesMixin(CatalogMixin):
         found = self._card_of(payment_method)
         card = found[1] if found else None
         charge = shape("charge")
+        charge.pop("invoice", None)  # 2025-03-31.basil on: the link is the invoice payment's
         charge_id = self._next_id("ch_fake")
         code, decline_code, message = _DECLINE
         charge.update(
             id=charge_id, amount=intent["amount"], amount_captured=intent["amount"] if paid else 0,
             amount_refunded=0, currency=intent["currency"], customer=intent["customer"], created=self._billing_now(),
-            description="Subscription payment", invoice=invoice["id"], payment_intent=intent["id"],
+            description="Subscription payment", payment_intent=intent["id"],
             payment_method=payment_method, status="succeeded" if paid else "failed", paid=paid, captured=paid,
             failure_code=None if paid else code, failure_message=None if paid else message,
             balance_transaction=None, receipt_url=None, source=None, review=None, transfer_data=None,

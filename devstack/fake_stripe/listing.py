@@ -21,7 +21,7 @@ from devstack.fake_stripe.sessions import SessionsMixin
 _URLS: Final = {"customer": "/v1/customers", "payment_method": "/v1/payment_methods",
                 "subscription": "/v1/subscriptions", "invoice": "/v1/invoices", "charge": "/v1/charges",
                 "coupon": "/v1/coupons", "promotion_code": "/v1/promotion_codes", "price": "/v1/prices",
-                "product": "/v1/products", "event": "/v1/events"}
+                "product": "/v1/products", "event": "/v1/events", "invoice_payment": "/v1/invoice_payments"}
 _RANGES: Final = {"gt": lambda v, b: v > b, "gte": lambda v, b: v >= b, "lt": lambda v, b: v < b,
                   "lte": lambda v, b: v <= b}
 
@@ -33,7 +33,8 @@ class ListingMixin(SessionsMixin):
         """Object type -> its store (id -> object), in the order the Fake made them."""
         return {"customer": self._customers, "payment_method": self._payment_methods, "coupon": self._coupons,
                 "promotion_code": self._promotion_codes, "price": self._prices, "product": self._products,
-                "subscription": self._subscriptions, "invoice": self._invoices, "charge": self._charges}
+                "subscription": self._subscriptions, "invoice": self._invoices, "charge": self._charges,
+                "invoice_payment": self._invoice_payments}
 
     def list_objects(self, object_type: str, *, limit: int = MAX_LIST_LIMIT, starting_after: str | None = None,
                      ending_before: str | None = None, params: JSONDict | None = None) -> JSONDict:
@@ -56,6 +57,10 @@ class ListingMixin(SessionsMixin):
             found = [s for s in found if s.get("status") == params["status"]]
         if object_type == "event":
             found = [e for e in found if self._event_matches(e, params)]
+        if object_type == "invoice_payment":
+            wanted = params.get("payment") or {}
+            found = [p for p in found if params.get("invoice") in (None, p.get("invoice"))
+                     and all((p.get("payment") or {}).get(k) == v for k, v in wanted.items())]
         return found
 
     def _event_matches(self, event: JSONDict, params: JSONDict) -> bool:

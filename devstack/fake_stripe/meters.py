@@ -16,6 +16,8 @@ from devstack.fake_stripe.core import FakeCore, shape
 # Stripe's windows for a meter event's timestamp.
 METER_PAST_WINDOW_SECONDS: Final = 35 * 24 * 3600
 METER_FUTURE_WINDOW_SECONDS: Final = 5 * 60
+# Stripe dedupes an identifier for about 24 hours: a resend after that counts again.
+METER_DEDUPE_SECONDS: Final = 24 * 3600
 # A v2 meter event session lasts 15 minutes.
 METER_SESSION_SECONDS: Final = 15 * 60
 
@@ -41,8 +43,12 @@ class MetersMixin(FakeCore):
         identifiers: list[str],
         code: str = "meter_event_customer_not_found",
         message: str | None = None,
+        sampled: int | None = None,
     ) -> JSONDict:
-        """Stripe found `identifiers` invalid after accepting them.
+        """Stripe found `identifiers` invalid after accepting them: they stop
+        counting in the summaries, and the report counts them all
+        (`error_count`) but names only the first `sampled` (default all) in
+        `sample_errors`, as Stripe samples its errors.
 
         Stores the full v2 event (retrieve_v2_event returns it) and returns the
         thin payload Stripe POSTs to the event destination: no `data`, so the
@@ -55,8 +61,14 @@ class MetersMixin(FakeCore):
             first = self._meter_events.get(identifiers[0])
             event_name = first["event"]["event_name"] if first else "unknown_event"
             meter_id = self._meters.setdefault(event_name, self._next_id("mtr_fake"))
-            samples = []
+            self._meter_rejected.update(identifiers)
             for identifier in identifiers:
+                if identifier in self._meter_events:
+                    # Rejected, sampled or not: Stripe bills it not, and drops a
+                    # resend of its identifier as a duplicate (only a new one counts).
+                    self._meter_events[identifier]["rejected"] = True
+            samples = []
+            for identifier in identifiers[: len(identifiers) if sampled is None else max(0, sampled)]:
                 known = self._meter_events.get(identifier)
                 template = message or _METER_ERROR_MESSAGES.get(code, "Meter event rejected ({code}).")
                 text = template.format(
@@ -131,6 +143,7 @@ class MetersMixin(FakeCore):
                     # key) Stripe just drops the duplicate identifier.
                     raise self._idempotency_error(identifier)
                 self._meter_duplicates[identifier] = self._meter_duplicates.get(identifier, 0) + 1
+                self._recount_after_dedupe(identifier, original)
                 return original
             event = self._store_meter_event(event_name, identifier, ts, strings, api="v1")
             return event
@@ -190,6 +203,7 @@ class MetersMixin(FakeCore):
             for event_name, identifier, ts, strings in accepted:
                 if identifier in self._meter_events:
                     self._meter_duplicates[identifier] = self._meter_duplicates.get(identifier, 0) + 1
+                    self._recount_after_dedupe(identifier, self._meter_events[identifier]["event"])
                 else:
                     self._store_meter_event(event_name, identifier, ts, strings, api="v2")
             return {}
@@ -207,7 +221,40 @@ class MetersMixin(FakeCore):
 
         return self._run("retrieve_v2_event", {"event_id": event_id}, retrieve)
 
+    def age_meter_events(self, seconds: int, identifiers: list[str] | None = None) -> None:
+        """The received meter events (these identifiers, or all) as if Stripe
+        had received them `seconds` earlier (a test's way past the dedupe and
+        cancel windows)."""
+        with self._lock:
+            for identifier, record in self._meter_events.items():
+                if identifiers is None or identifier in identifiers:
+                    record["event"]["created"] = int(record["event"]["created"]) - seconds
+            for event in self._meter_recounted:
+                if identifiers is None or event["identifier"] in identifiers:
+                    event["created"] = int(event["created"]) - seconds
+
+    def list_v2_events(self, *, types: list[str], created_gte: int, created_lte: int, limit: int) -> JSONDict:
+        """GET /v2/core/events as Stripe answers it: full events (with `data`), newest first."""
+        args = {"types": list(types), "created_gte": created_gte, "created_lte": created_lte, "limit": limit}
+
+        def listed() -> JSONDict:
+            found = [e for e in reversed(self._v2_events.values()) if e["type"] in types
+                     and created_gte <= unix_seconds(e["created"]) <= created_lte]
+            return {"object": "list", "data": found[:limit], "has_more": len(found) >= limit}
+
+        return self._run("list_v2_events", args, listed)
+
     # -- helpers ----------------------------------------------------------------------
+
+    def _recount_after_dedupe(self, identifier: str, original: JSONDict) -> None:
+        """A resend after the dedupe window (measured from the last time Stripe
+        counted the identifier) is a new event to Stripe."""
+        last = max([int(original["created"])] + [int(e["created"]) for e in self._meter_recounted
+                                                  if e["identifier"] == identifier])
+        if self._now() - last > METER_DEDUPE_SECONDS:
+            again = copy.deepcopy(original)
+            again["created"] = int(self._now())
+            self._meter_recounted.append(again)
 
     def _store_meter_event(
         self, event_name: str, identifier: str, ts: int, payload: dict[str, str], *, api: str
@@ -238,6 +285,8 @@ class MetersMixin(FakeCore):
                 "received": 1 + self._meter_duplicates.get(identifier, 0),
                 # Canceled by a meter event adjustment: received, no longer billed.
                 "canceled": identifier in self._meter_adjustments,
+                # Found invalid after it was taken (raise_meter_error): not billed.
+                "rejected": bool(record.get("rejected")),
             }
             for identifier, record in self._meter_events.items()
         ]

@@ -93,6 +93,10 @@ class FakeProcessor(CustomersMixin, PaymentMethodsMixin, MetersMixin, MeterAdjus
         so retrieve_object returns it, as if it had been created on Stripe."""
         object_type = str(obj.get("object", ""))
         object_id = str(obj.get("id", ""))
+        if object_type == "invoice_payment" and object_id:  # listed, never retrieved alone
+            with self._lock:
+                self._invoice_payments[object_id] = copy.deepcopy(obj)
+            return
         check_object_type(object_type)
         if not object_id:
             raise ValueError("put_object: the object needs an id")

@@ -161,15 +161,23 @@ class RemoteFakeProcessor:
     def retrieve_v2_event(self, event_id: str) -> JSONDict:
         return self._dict("retrieve_v2_event", event_id)
 
+    def list_v2_events(self, *, types: list[str], created_gte: int, created_lte: int, limit: int) -> JSONDict:
+        return self._dict("list_v2_events", types=types, created_gte=created_gte, created_lte=created_lte,
+                          limit=limit)
+
     def cancel_meter_event(self, *, event_name: str, identifier: str, idempotency_key: str) -> JSONDict:
         return self._dict("cancel_meter_event", event_name=event_name, identifier=identifier,
                           idempotency_key=idempotency_key)
 
     def meter_event_summaries(
-        self, *, event_name: str, customer_id: str, start_time: int, end_time: int
+        self, *, event_name: str, customer_id: str, start_time: int, end_time: int,
+        value_grouping_window: str | None = None,
     ) -> JSONDict:
         return self._dict("meter_event_summaries", event_name=event_name, customer_id=customer_id,
-                          start_time=start_time, end_time=end_time)
+                          start_time=start_time, end_time=end_time, value_grouping_window=value_grouping_window)
+
+    def find_meter(self, event_name: str) -> JSONDict:
+        return self._dict("find_meter", event_name)
 
     def retrieve_object(self, object_type: str, object_id: str) -> JSONDict:
         check_object_type(object_type)  # the same ValueError as the other implementations

@@ -119,3 +119,54 @@ def test_ctrl_c_stops_cleanly(target: str) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_ready_only_once_the_seeded_catalog_is_projected() -> None:
+    """"ready" means ready: the Fake's seeded catalog has gone through its
+    webhooks, so the very first GET /v1/prices lists all of it."""
+    import json
+    import signal
+    import time
+    import urllib.request
+
+    from devstack.fake_stripe.catalog import SEED_CATALOG
+
+    seeded = sorted(key for _name, _desc, _features, prices in SEED_CATALOG for key, _amount, _interval in prices)
+    proc = subprocess.Popen([sys.executable, "-m", "devstack", "run"], cwd=ROOT,
+                            env={**os.environ, "PORT": "0"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None
+    try:
+        deadline = time.monotonic() + 120
+        api = ""
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if line.strip().startswith("API:"):
+                api = line.split("API:", 1)[1].strip()
+            if "Ctrl-C stops." in line or not line:
+                break
+        assert api.startswith("http://127.0.0.1:"), "the stack never said it was ready"
+        with urllib.request.urlopen(f"{api}/prices?limit=100", timeout=10) as answer:  # noqa: S310 (local)
+            prices = json.loads(answer.read())["data"]
+        assert sorted(p["lookup_key"] for p in prices) == seeded
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_not_ready_while_the_seeded_catalog_is_not_processed(tmp_path: Path) -> None:
+    """A stack whose webhook stream hands the seed's records over without
+    applying them (its filter drops every insert) drains at once: it must not
+    call that ready, but say in one line what is missing."""
+    text = (ROOT / "template.yaml").read_text()
+    dropped = text.replace("""- Pattern: '{"eventName": ["INSERT"]}'""", """- Pattern: '{"eventName": ["REMOVE"]}'""")
+    assert dropped != text
+    path = tmp_path / "template.yaml"
+    path.write_text(dropped.replace("CodeUri: functions/", f"CodeUri: {ROOT}/functions/").replace(
+        "ContentUri: layers/", f"ContentUri: {ROOT}/layers/"))
+    result = run_devstack({"TEMPLATE": str(path), "PORT": "0", "LOCAL_READY_TIMEOUT": "3"})
+    assert "ready" not in result.stdout
+    assert_one_line_failure(result, "the Fake's seeded catalog was not processed within 3s: 9 of 9 webhook events")

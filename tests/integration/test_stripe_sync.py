@@ -200,3 +200,64 @@ def test_make_backfill_starts_a_run_and_draws_it_until_it_completes(api: Client,
     assert ok(api.get(f"/v1/sync/backfill/{run_id}"))["status"] == "completed"
     assert any(line.strip().startswith("product") and "done" in line and "#" * 24 in line for line in lines)
     assert lines[-1].strip().startswith("completed:") and "0 failed" in lines[-1]
+
+
+def wait_until(check: Any, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def test_a_detach_landing_during_the_backfill_walk_ends_detached(api: Client, sync_stack: LocalStack) -> None:
+    stripe = fake(sync_stack)
+    customer = new_customer(api)
+    pm = ok(api.post(f"/v1/customers/{customer['id']}/payment-methods", {"payment_method_id": "pm_card_visa"}), 201)
+    settled(api)
+    calls_before = len(stripe.calls)
+    # The walk's second list call (this customer's payment methods: it is Stripe's newest
+    # customer, first on the page) answers 3 s late, with the method still attached.
+    ok(api.post("/_local/fake-stripe/faults", {"operation": "list_objects", "delay": 3, "after": True, "skip": 1}))
+    run = ok(api.post("/v1/sync/backfill", {"types": ["payment_method"], "page_size": 100}), 202)
+    wait_until(lambda: any(c["operation"] == "list_objects" and (c["args"].get("params") or {}).get("customer")
+                           == customer["processor_id"] for c in stripe.calls[calls_before:]))
+    # Meanwhile the customer removes the card in Stripe's portal; its webhook is applied.
+    stripe.detach_payment_method(pm["id"], idempotency_key=f"portal-detach-{pm['id']}")
+    settled(api)
+    done = wait_for_backfill(api, run["id"])
+    assert done["types"][0]["seen"] >= 1 and done["types"][0]["failed"] == 0
+    after = ok(api.get(f"/v1/customers/{customer['id']}?include=payment_methods"))["payment_methods"]
+    assert [(p["id"], p["status"]) for p in after] == [(pm["id"], "detached")]  # the walk's copy was older
+
+
+def test_a_meter_error_report_whose_webhook_is_lost_is_recovered_by_the_poll(api: Client,
+                                                                               sync_stack: LocalStack) -> None:
+    from tests.integration.usage_helpers import get_usage, put_usage, settle, usage_body
+
+    customer = new_customer(api)
+    bad, good = f"bad-{uuid.uuid4().hex[:10]}", f"good-{uuid.uuid4().hex[:10]}"
+    for identifier in (bad, good):
+        put_usage(api, identifier, usage_body(customer))
+    settle(sync_stack, api, [bad, good])
+    # Stripe raises the report; its thin event is never delivered here.
+    thin = fake(sync_stack).raise_meter_error([bad])
+    assert api.get(f"/v1/webhook-events/{thin['id']}").status_code == 404
+    ran = ok(api.post(f"/_local/schedules/{POLL}/trigger"))["result"]
+    assert ran["stored"] >= 1
+    stored: dict[str, Any] = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert sync_stack.drain()
+        stored = ok(api.get(f"/v1/webhook-events/{thin['id']}"))
+        if stored["status"] == "processed" and get_usage(api, bad)["stripe_status"] == "failed":
+            break
+        time.sleep(0.1)
+    assert (stored["status"], stored["received_via"], stored["type"]) == (
+        "processed", "poll", "v1.billing.meter.error_report_triggered")
+    row = get_usage(api, bad)
+    assert row["stripe_status"] == "failed" and row["stripe_error"]["type"] == "meter_error"
+    assert get_usage(api, good)["stripe_status"] == "reported"
+    assert ok(api.post(f"/_local/schedules/{POLL}/trigger"))["result"]["stored"] == 0  # once

@@ -276,3 +276,26 @@ def test_default_incomplete_hands_back_the_client_secret(api: Client) -> None:
         "items": [{"price": price_id(api, "pro_monthly")}], "default_payment_method": "pm_fake_99999"}),
         409, "not_attached")
     settled(api)
+
+
+def test_every_feature_of_a_summary_longer_than_its_event_page_is_entitled(api: Client, stack: LocalStack) -> None:
+    owner_id, customer = owner(api)
+    features = sorted(f"feature_{n:02d}_{uuid.uuid4().hex[:6]}" for n in range(14))
+    key = f"suite_{uuid.uuid4().hex[:8]}"
+    ok(api.post("/_local/fake-stripe/products", {"name": "Suite", "features": features,
+                                                  "prices": [{"unit_amount": 900, "interval": "month",
+                                                              "lookup_key": key}]}), 201)
+    settled(api)
+    pm = card(api, customer["id"])
+    ok(api.put(f"/v1/customers/{customer['id']}/default-payment-method", {"payment_method_id": pm}))
+    ok(api.post(f"/v1/customers/{customer['id']}/subscriptions", {"items": [{"price": price_id(api, key)}],
+                                                                   "trial_period_days": 7}), 201)
+    settled(api)
+    # Stripe's event embeds the first page of the summary's entitlements only.
+    (summary,) = [e for e in fake(stack).events_since(0)
+                  if e["type"] == "entitlements.active_entitlement_summary.updated"
+                  and e["data"]["object"]["customer"] == customer["processor_id"]]
+    embedded = summary["data"]["object"]["entitlements"]
+    assert embedded["has_more"] is True and len(embedded["data"]) < len(features)
+    assert ok(api.get(f"/v1/owners/User/{owner_id}/entitlements")) == {"features": features}
+    assert billing(api, owner_id)["entitlements"] == features

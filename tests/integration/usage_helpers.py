@@ -18,7 +18,7 @@ REPORTER_STREAM = "MeterReporterFunction.Stream"
 SWEEPER_SCHEDULE = "MeterSweeperFunction.Sweep"
 EVENT_FIELDS = {"id", "identifier", "customer_id", "stripe_customer_id", "event_name", "value", "occurred_at",
                 "operation_id", "stripe_status", "reported_at", "canceled_at", "stripe_error", "attempts",
-                "inserted_at", "updated_at"}
+                "stripe_identifier", "inserted_at", "updated_at"}
 
 
 @contextmanager

@@ -730,3 +730,46 @@ def test_remote_unreachable_is_a_transient_network_failure(fake: FakeProcessor) 
         "network", None, True)
     with pytest.raises(ValueError, match="http"):
         RemoteFakeProcessor("file:///etc/passwd")
+
+
+def test_meter_event_summaries_by_hour_and_day_leave_out_canceled_rejected_and_count_a_late_resend(
+        processor: Processor, fake: FakeProcessor, clock: Clock) -> None:
+    hour = int(clock.now) // 86400 * 86400 - 86400 + 3 * 3600  # 03:00 yesterday (within every window)
+    meter(processor, "u-1", hour + 10, value="3")
+    meter(processor, "u-2", hour + 3599, value="5")
+    meter(processor, "u-3", hour + 3600, value="7")
+    meter(processor, "u-4", hour + 3601, value="11")
+    meter(processor, "u-5", hour + 20, value="13")
+    fake.raise_meter_error(["u-4", "u-5"], sampled=1)  # rejected: counted by neither window
+    processor.cancel_meter_event(event_name="api_requests", identifier="u-1", idempotency_key="c:u-1")
+
+    def windows(grouping: str, start: int, end: int) -> list[tuple[int, int, float]]:
+        found = processor.meter_event_summaries(event_name="api_requests", customer_id="cus_fake_00001",
+                                                start_time=start, end_time=end, value_grouping_window=grouping)
+        return [(s["start_time"], s["end_time"], s["aggregated_value"]) for s in found["data"]]
+
+    assert windows("hour", hour, hour + 3 * 3600) == [
+        (hour, hour + 3600, 5.0), (hour + 3600, hour + 7200, 7.0), (hour + 7200, hour + 10800, 0.0)]
+    day = hour - 3 * 3600
+    assert windows("day", day, day + 86400) == [(day, day + 86400, 12.0)]
+    with pytest.raises(ProcessorFailure) as unaligned:  # hour grouping needs hour-aligned bounds
+        windows("hour", hour + 60, hour + 3600)
+    assert failure_of(unaligned).status == 400
+    # A resend of u-2 after the dedupe window is a new event to Stripe: counted twice.
+    fake.age_meter_events(24 * 3600 + 1)
+    meter(processor, "u-2", hour + 3599, value="5")
+    assert windows("hour", hour, hour + 3600) == [(hour, hour + 3600, 10.0)]
+    assert processor.find_meter("api_requests")["event_name"] == "api_requests"
+
+
+def test_a_sampled_meter_error_names_only_the_first_n_but_counts_them_all(processor: Processor,
+                                                                           fake: FakeProcessor, clock: Clock) -> None:
+    ts = int(clock.now)
+    for n in range(4):
+        meter(processor, f"u-{n}", ts)
+    reason = processor.retrieve_v2_event(fake.raise_meter_error([f"u-{n}" for n in range(4)], sampled=1)["id"]
+                                         )["data"]["reason"]
+    assert reason["error_count"] == 4 and reason["error_types"][0]["error_count"] == 4
+    assert [s["request"]["identifier"] for s in reason["error_types"][0]["sample_errors"]] == ["u-0"]
+    none = processor.retrieve_v2_event(fake.raise_meter_error(["u-3"], sampled=0)["id"])["data"]["reason"]
+    assert (none["error_count"], none["error_types"][0]["sample_errors"]) == (1, [])

@@ -22,6 +22,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from billing.metering.reconciliation import summaries
+from billing.metering.reconciliation.window import Window
+from billing.processor import set_processor
 from billing.processor.errors import ProcessorFailure
 from billing.processor.stripe_processor import StripeProcessor
 
@@ -281,10 +284,38 @@ def test_create_meter_event_v1(stripe: StripeProcessor, stub: StripeStub, fixtur
     request = stub.only()
     assert (request.method, request.path) == ("POST", "/v1/billing/meter_events")
     assert_api_key_auth(request)
-    assert request.headers["idempotency-key"] == "usage-7"  # the identifier doubles as the key
+    # The identifier under the meter event's own prefix (billing.processor.keys).
+    assert request.headers["idempotency-key"] == "meter-event:usage-7"
     assert request.form == {"event_name": "api_request", "identifier": "usage-7", "timestamp": "1700000000",
                             "payload[stripe_customer_id]": "cus_123", "payload[value]": "25"}
     assert result == event
+
+
+def test_a_usage_identifier_shaped_like_another_operations_key_does_not_collide(
+        stripe: StripeProcessor, stub: StripeStub, fixtures: dict[str, Any]) -> None:
+    """Stripe's idempotency keys are account-wide: a caller-chosen usage
+    identifier equal to the key another operation derives (a usage cancel,
+    a payment method detach) must not be sent as that key, or Stripe would
+    replay one operation's answer for the other."""
+    from billing.metering.cancel import idempotency_key as cancel_key
+
+    shaped = {"usage-cancel:u-1": "cancel", "pm-detach-pm_123": "detach"}
+    for identifier in shaped:
+        stub.reply(200, fixtures["billing.meter_event"] | {"identifier": identifier})
+        stripe.create_meter_event(event_name="api_request", identifier=identifier, timestamp=1_700_000_000,
+                                  payload={"stripe_customer_id": "cus_123", "value": "1"})
+    stub.reply(200, fixtures["billing.meter_event_adjustment"])
+    stripe.cancel_meter_event(event_name="api_request", identifier="u-1", idempotency_key=cancel_key("u-1"))
+    stub.reply(200, fixtures["payment_method"])
+    stripe.detach_payment_method("pm_123", idempotency_key="pm-detach-pm_123")  # billing.customers.payment_methods
+    keys = [r.headers["idempotency-key"] for r in stub.requests]
+    assert [r.path for r in stub.requests] == ["/v1/billing/meter_events", "/v1/billing/meter_events",
+                                               "/v1/billing/meter_event_adjustments",
+                                               "/v1/payment_methods/pm_123/detach"]
+    # Each meter event still carries the caller's identifier; its key is its own.
+    assert [r.form["identifier"] for r in stub.requests[:2]] == list(shaped)
+    assert keys[:2] == ["meter-event:usage-cancel:u-1", "meter-event:pm-detach-pm_123"]
+    assert len(set(keys)) == len(keys), keys
 
 
 def test_v2_session_then_stream(stripe: StripeProcessor, stub: StripeStub, meter_stub: StripeStub) -> None:
@@ -433,6 +464,34 @@ def test_retrieve_v2_event(stripe: StripeProcessor, stub: StripeStub) -> None:
     assert (request.method, request.path) == ("GET", f"/v2/core/events/{event['id']}")
     assert_api_key_auth(request)
     assert result == event
+
+
+def test_list_v2_events_follows_next_page_url_up_to_its_limit(stripe: StripeProcessor, stub: StripeStub) -> None:
+    def thin(n: int) -> dict[str, Any]:
+        return {"id": f"evt_test_{n}", "object": "v2.core.event", "created": f"2024-09-26T17:46:{n:02d}.000Z",
+                "type": "v1.billing.meter.error_report_triggered", "livemode": False, "context": None,
+                "related_object": {"id": "mtr_test_1", "type": "billing.meter", "url": "/v1/billing/meters/mtr_test_1"}}
+
+    stub.reply(200, {"data": [thin(3), thin(2)], "next_page_url": "/v2/core/events?page=page_2",
+                     "previous_page_url": None})
+    stub.reply(200, {"data": [thin(1)], "next_page_url": None, "previous_page_url": None})
+    types = ["v1.billing.meter.error_report_triggered", "v1.billing.meter.no_meter_found"]
+    whole = stripe.list_v2_events(types=types, created_gte=1727372770, created_lte=1727372790, limit=10)
+    assert [e["id"] for e in whole["data"]] == ["evt_test_3", "evt_test_2", "evt_test_1"]
+    assert whole["has_more"] is False
+    first, second = stub.requests
+    assert (first.method, first.path) == ("GET", "/v2/core/events")
+    assert (first.query["types[0]"], first.query["types[1]"]) == ([types[0]], [types[1]])
+    assert [v for k, v in sorted(first.query.items()) if k.startswith("created")] == [
+        ["2024-09-26T17:46:10.000Z"], ["2024-09-26T17:46:30.000Z"]]
+    assert (second.path, second.query) == ("/v2/core/events", {"page": ["page_2"]})
+
+    stub.requests.clear()
+    stub.reply(200, {"data": [thin(3), thin(2)], "next_page_url": "/v2/core/events?page=page_2",
+                     "previous_page_url": None})
+    cut = stripe.list_v2_events(types=types, created_gte=1727372770, created_lte=1727372790, limit=2)
+    assert ([e["id"] for e in cut["data"]], cut["has_more"]) == (["evt_test_3", "evt_test_2"], True)
+    assert len(stub.requests) == 1  # the budget ends the walk before it asks for the next page
 
 
 # -- any object, coupons, promotion codes -------------------------------------------------
@@ -744,3 +803,44 @@ def test_an_unknown_cursor_is_resource_missing(stripe: StripeProcessor, stub: St
     with pytest.raises(ProcessorFailure) as failure:
         stripe.list_objects("event", ending_before="evt_gone")
     assert (failure.value.code, failure.value.transient) == ("resource_missing", False)
+
+
+def test_a_reconciliation_asks_for_hourly_summaries_one_call_per_customer_meter_day_paged_under_its_budget(
+        stripe: StripeProcessor, stub: StripeStub, fixtures: dict[str, Any]) -> None:
+    """Issue 20: Stripe's meter event summaries as its API reference names
+    them: GET /v1/billing/meters/{id}/event_summaries with customer,
+    start_time, end_time and value_grouping_window=hour, per UTC day of the
+    window (hour grouping needs hour-aligned bounds), paged with starting_after."""
+    day = 1_700_006_400 // 86400 * 86400  # a UTC midnight
+    window = Window(day - 2 * 3600, day + 3600)  # 22:00 to 01:00: two days
+
+    def hour(start: int, value: float) -> dict[str, Any]:
+        return {"id": f"mtrusum_{start}", "object": "billing.meter_event_summary", "aggregated_value": value,
+                "start_time": start, "end_time": start + 3600, "livemode": False, "meter": "mtr_123"}
+
+    url = "/v1/billing/meters/mtr_123/event_summaries"
+    stub.reply(200, {"object": "list", "url": "/v1/billing/meters", "has_more": False,
+                     "data": [_meter(fixtures, "mtr_123", "api_request")]})
+    stub.reply(200, {"object": "list", "url": url, "has_more": True, "data": [hour(day - 7200, 3.0)]})
+    stub.reply(200, {"object": "list", "url": url, "has_more": False, "data": [hour(day - 3600, 4.0)]})
+    stub.reply(200, {"object": "list", "url": url, "has_more": False, "data": [hour(day, 5.0)]})
+    slept: list[float] = []
+    clock = iter([0.0, 0.01])
+    budget = summaries.RateBudget(20, sleep=slept.append, monotonic=lambda: next(clock))
+    set_processor(stripe)
+    try:
+        values = summaries.hourly(window, stripe_customer_id="cus_123", event_name="api_request", budget=budget)
+    finally:
+        set_processor(None)
+    assert values == {day - 7200: 3.0, day - 3600: 4.0, day: 5.0}
+    _, first, page, second = stub.requests
+    assert (first.method, first.path, second.path) == ("GET", url, url)
+    assert first.query == {"customer": ["cus_123"], "start_time": [str(day - 7200)], "end_time": [str(day)],
+                           "value_grouping_window": ["hour"], "limit": ["100"]}
+    assert page.query == {**first.query, "starting_after": [f"mtrusum_{day - 7200}"]}
+    assert second.query == {"customer": ["cus_123"], "start_time": [str(day)], "end_time": [str(day + 3600)],
+                            "value_grouping_window": ["hour"], "limit": ["100"]}
+    assert_api_key_auth(second)
+    # One budgeted request per customer-meter-day, spaced 1/20 s apart. (A day has 24 hourly summaries, under
+    # the page size of 100: the follow-up page here is the stub's, to prove the SDK pages.)
+    assert budget.requests == 2 and slept == [pytest.approx(0.04)]

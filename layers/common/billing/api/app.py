@@ -21,6 +21,7 @@ ROUTE_GROUPS = (
     group("usage", "/v1/usage"),
     group("usage_batch", "/v1/usage/batch"),
     group("usage_summary", "/v1/customers/*/usage-summary"),
+    group("usage_reconciliations", "/v1/usage/reconciliations"),
     group("webhook_events", "/v1/webhook-events"),
     group("promotions", "/v1/coupons", "/v1/promotion-codes"),
     group("catalog", "/v1/prices", "/v1/products"),

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from billing.core import clock
+from billing.data.lanes import laned
 from billing.processor.fields import boolean, integer, mapping, metadata, reference, text
 
 
@@ -30,8 +31,10 @@ def price(obj: dict[str, Any], event_type: str, row: Any) -> dict[str, Any]:
     active = False if deleted_at else bool(boolean(obj.get("active")))
     recurring = mapping(obj.get("recurring"))
     return {
-        "processor_id": obj["id"], "list_key": "price", "sort_key": created_sort(obj, row), "active": active,
-        "active_key": "active" if active else "inactive", "product_id": reference(obj.get("product")),
+        "processor_id": obj["id"], "list_lane": laned("price", obj["id"]), "sort_key": created_sort(obj, row),
+        "active": active, "active_key": "active" if active else "inactive",
+        "active_lane": laned("active" if active else "inactive", obj["id"]),
+        "product_id": reference(obj.get("product")),
         "lookup_key": text(obj.get("lookup_key")), "currency": text(obj.get("currency")),
         "unit_amount": integer(obj.get("unit_amount")), "type": text(obj.get("type")),
         "recurring_interval": text(recurring.get("interval")),

@@ -63,7 +63,7 @@ def list_prices(*, active: bool | None, product: str | None, lookup_key: str | N
                "active_key": None if active is None else ("active" if active else "inactive")}
     rows, next_cursor = pagination.filtered_page(
         PriceRow, [("lookup_key", PriceRow.by_lookup_key), ("product_id", PriceRow.by_product),
-                   ("active_key", PriceRow.by_active)], filters,
-        everything=(PriceRow.by_list, "price"), name=f"prices:{'all' if include_deleted else 'live'}",
+                   ("active_key", PriceRow.by_active_lane)], filters,
+        everything=(PriceRow.by_list_lane, "price"), name=f"prices:{'all' if include_deleted else 'live'}",
         condition=None if include_deleted else PriceRow.deleted_at.does_not_exist(), limit=limit, cursor=cursor)
     return [price_to_api(r) for r in rows], next_cursor

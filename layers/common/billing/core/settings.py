@@ -129,6 +129,9 @@ class WebhookSettings(WebhookIngestSettings):
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class WebhookProcessorSettings(CustomerTables, BillingTables, StripeSettings):
     webhook_events_table: str = env(WEBHOOK_EVENTS_TABLE)
+    # A row still `received` this long after its run was requested is re-driven
+    # (the WebhookStuckAfterSeconds parameter; billing.webhooks.store.redrive_stuck).
+    webhook_stuck_after_seconds: float = env("WEBHOOK_STUCK_AFTER_SECONDS", 900.0)
     # Meter error events move usage rows (metering.meter_errors).
     meter_events_table: str = env(METER_EVENTS_TABLE)
 
@@ -181,6 +184,34 @@ class EventsPollSettings(StripeSettings):
     events_poll_min_age_seconds: int = env("EVENTS_POLL_MIN_AGE_SECONDS", 60)
     # Pages of 100 events read per run at most (a long outage is caught up over runs).
     events_poll_max_pages: int = env("EVENTS_POLL_MAX_PAGES", 20)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class McpSettings(CustomerTables, BillingTables, StripeSettings):
+    """The MCP function (billing.agents): every projection read, usage and
+    webhook events, reconciliation runs, the write tools' idempotency records, and whether the
+    write tools exist (the McpWriteTools parameter)."""
+
+    meter_events_table: str = env(METER_EVENTS_TABLE)
+    webhook_events_table: str = env(WEBHOOK_EVENTS_TABLE)
+    sync_table: str = env(SYNC_TABLE)  # the usage reconciliation runs
+    idempotency_table: str = env(IDEMPOTENCY_TABLE)
+    mcp_write_tools: bool = env("MCP_WRITE_TOOLS", False)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class UsageReconcilerSettings(StripeSettings):
+    """The usage reconciler (billing.metering.reconciliation): the usage rows
+    it reads, its runs in the sync table, the ledger its drift is published
+    through, the settle delay and its Stripe request budget."""
+
+    meter_events_table: str = env(METER_EVENTS_TABLE)
+    sync_table: str = env(SYNC_TABLE)
+    events_table: str = env(EVENTS_TABLE)
+    customers_table: str = env(CUSTOMERS_TABLE)
+    # An hour is compared once this long after it closed (Stripe aggregates asynchronously).
+    usage_settle_seconds: int = env("USAGE_SETTLE_SECONDS", 3600)
+    usage_reconcile_requests_per_second: float = env("USAGE_RECONCILE_REQUESTS_PER_SECOND", 20.0)
 
 
 # -- reading ---------------------------------------------------------------------------

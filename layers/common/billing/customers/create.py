@@ -33,6 +33,7 @@ from billing.customers.records import find_by_owner, find_by_processor_id, load,
 from billing.customers.stripe_held import answer_watermark, apply_columns
 from billing.data import ledger
 from billing.data.cancellation import condition_failed, error_code
+from billing.data.lanes import laned
 from billing.data.ledger import Actor
 from billing.data.reads import find
 from billing.data.tables import CustomerRow, GuardRow, connection
@@ -73,7 +74,7 @@ def _new_row(customer_id: str, owner_type: str | None, owner_id: str | None, pro
              processor_obj: dict[str, Any], attrs: CustomerAttrs) -> CustomerRow:
     at = clock.iso()
     return CustomerRow(
-        pk=customer_id, owner_type=owner_type, owner_id=owner_id,
+        pk=customer_id, list_lane=laned("customer", customer_id), owner_type=owner_type, owner_id=owner_id,
         owner_key=owner_key(owner_type, owner_id) if owner_type and owner_id else None,
         processor=processor, processor_id=processor_obj.get("id"),
         email=attrs.email, name=attrs.name, currency=attrs.currency, tax_exempt=attrs.tax_exempt,

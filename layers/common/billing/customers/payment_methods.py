@@ -167,4 +167,17 @@ def set_default(customer_id: str, payment_method_id: Any, actor: Actor) -> dict[
 
 def list_for(customer_id: str) -> list[dict[str, Any]]:
     customers.load(customer_id)
+    return list_active(customer_id)
+
+
+def list_active(customer_id: str) -> list[dict[str, Any]]:
+    """The attached payment methods of a customer already read: one query."""
     return [projections.to_api(r) for r in _active(customer_id)]
+
+
+def get(payment_method_id: str) -> dict[str, Any]:
+    """One payment method by its processor id (attached or detached)."""
+    row = find(PaymentMethodRow, payment_method_id)
+    if row is None:
+        raise NotFound(f"payment method {payment_method_id} not found")
+    return projections.to_api(row)

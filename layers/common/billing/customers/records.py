@@ -97,14 +97,15 @@ def list_customers(filters: dict[str, str], *, limit: int, cursor: str | None,
     elif "currency" in filters:
         index, hash_key = "by_currency", filters["currency"]
     else:
-        index, hash_key = "by_inserted", "customer"
+        index, hash_key = "by_inserted_lane", "customer"
     for name, attr in (("email", CustomerRow.email), ("currency", CustomerRow.currency)):
         if name in filters and index != f"by_{name}":
             term = attr == filters[name]
             condition = term if condition is None else condition & term
     scope = f"customers:{index}:{hash_key}:{'all' if include_deleted else 'live'}"
-    rows, next_cursor = pagination.query_page(CustomerRow, getattr(CustomerRow, index), hash_key, scope=scope,
-                                              limit=limit, cursor=cursor, condition=condition)
+    page = pagination.laned_page if index == "by_inserted_lane" else pagination.query_page
+    rows, next_cursor = page(CustomerRow, getattr(CustomerRow, index), hash_key, scope=scope,
+                             limit=limit, cursor=cursor, condition=condition)
     return [to_api(r) for r in rows], next_cursor
 
 

@@ -5,6 +5,7 @@ billing.data.tables they share their bases with."""
 from __future__ import annotations
 
 from pynamodb.attributes import BooleanAttribute, JSONAttribute, NumberAttribute, UnicodeAttribute
+from pynamodb.indexes import IncludeProjection
 from pynamodb.models import Model
 
 from billing.core.settings import CUSTOMERS_TABLE, ENTITLEMENTS_TABLE, PRICES_TABLE, PRODUCTS_TABLE
@@ -63,14 +64,19 @@ class PriceRow(_CatalogRow):
     class Meta(_Meta):
         table_name = _table(PRICES_TABLE)
 
-    # GET /v1/prices: one index per filter (active, product, lookup_key) and one for all.
-    by_list = _index("by_list", "list_key", "sort_key")
+    # GET /v1/prices: one index per filter (active, product, lookup_key) and one for all;
+    # the two with a constant key are laned (billing.data.lanes).
+    by_list_lane = _index("by_list_lane", "list_lane", "sort_key", laned=True,
+                          projection=IncludeProjection(["deleted_at"]))
     by_product = _index("by_product", "product_id", "sort_key")
     by_lookup_key = _index("by_lookup_key", "lookup_key", "sort_key")
-    by_active = _index("by_active", "active_key", "sort_key")
+    by_active_lane = _index("by_active_lane", "active_lane", "sort_key", laned=True,
+                            projection=IncludeProjection(["deleted_at"]))
 
     product_id = UnicodeAttribute(null=True)
     active_key = UnicodeAttribute(null=True)  # "active" | "inactive"
+    list_lane = UnicodeAttribute(null=True)
+    active_lane = UnicodeAttribute(null=True)  # laned("active" | "inactive", id)
     lookup_key = UnicodeAttribute(null=True)
     currency = UnicodeAttribute(null=True)
     unit_amount = NumberAttribute(null=True)

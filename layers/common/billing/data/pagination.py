@@ -19,6 +19,7 @@ from pynamodb.indexes import GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from billing.core.errors import ValidationFailed
+from billing.data import lanes
 from billing.data.tables import hash_key_name, key_names
 
 MAX_CURSOR_LENGTH: Final = 4096
@@ -94,6 +95,32 @@ def query_page[M: Model](model: type[M], index: GlobalSecondaryIndex[Any], hash_
     return rows, encode(found.last_evaluated_key, scope=scope)
 
 
+def laned_page[M: Model](model: type[M], index: GlobalSecondaryIndex[Any], base: str, *, scope: str, limit: int,
+                         cursor: str | None, condition: Any = None, newest_first: bool = True,
+                         budget: int = lanes.DEFAULT_BUDGET) -> tuple[list[M], str | None]:
+    """query_page's contract on a laned index (billing.data.lanes): one page of
+    every lane of `base`, merged, from this list's cursor to the next one, the
+    rows read whole. `condition` filters on the index's projected attributes."""
+    scope = scope + lanes.SCOPE_SUFFIX
+    state = decode(cursor, scope=scope)
+    positions = dict.fromkeys(lanes.all_lanes()) if state is None else lanes.check_positions(state)
+    read = lanes.LaneRead(model, index, base, condition, newest_first, page_entries=max(limit, 10))
+    entries, after = lanes.merge(positions, read, limit=limit, budget=budget)
+    found = {getattr(row, str(model._hash_keyname)): row for row in model.batch_get([pk for _, pk in entries])}
+    partition = hash_key_name(index)
+    rows = []
+    for _, pk in entries:
+        row = found.get(pk)
+        # Gone, or moved to another key (its status changed) since the index was read.
+        if row is not None and str(getattr(row, partition, None) or "").startswith(f"{base}#"):
+            rows.append(row)
+    return rows, encode(after, scope=scope)
+
+
+def is_laned(index: GlobalSecondaryIndex[Any]) -> bool:
+    return bool(getattr(index, "laned", False))
+
+
 def filtered_page[M: Model](model: type[M], choices: Sequence[tuple[str, GlobalSecondaryIndex[Any]]],
                             filters: Mapping[str, Any], *, everything: tuple[GlobalSecondaryIndex[Any], str],
                             name: str, limit: int, cursor: str | None, condition: Any = None
@@ -110,4 +137,6 @@ def filtered_page[M: Model](model: type[M], choices: Sequence[tuple[str, GlobalS
             term = getattr(model, other) == value
             condition = term if condition is None else condition & term
     scope = json.dumps([name, chosen, hash_key, sorted(given.items())])
+    if is_laned(index):
+        return laned_page(model, index, hash_key, scope=scope, limit=limit, cursor=cursor, condition=condition)
     return query_page(model, index, hash_key, scope=scope, limit=limit, cursor=cursor, condition=condition)

@@ -19,7 +19,7 @@ from pynamodb.attributes import (
     VersionAttribute,
 )
 from pynamodb.connection import Connection
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, Projection
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection, KeysOnlyProjection, Projection
 from pynamodb.models import Model
 
 from billing.core import snapstart
@@ -93,8 +93,9 @@ class _Meta:
 
 
 def _index(name: str, hash_key: str, range_key: str | None = None, *,
-           projection: Projection | None = None) -> GlobalSecondaryIndex[Any]:
-    """A GSI declared as template.yaml declares it (PynamoDB queries only what it knows)."""
+           projection: Projection | None = None, laned: bool = False) -> GlobalSecondaryIndex[Any]:
+    """A GSI declared as template.yaml declares it (PynamoDB queries only what it knows).
+    A laned one's partition key is spread over lanes (billing.data.lanes)."""
     attrs: dict[str, Any] = {
         "Meta": type("Meta", (), {"index_name": name, "projection": projection or AllProjection()}),
         hash_key: UnicodeAttribute(hash_key=True),
@@ -102,6 +103,7 @@ def _index(name: str, hash_key: str, range_key: str | None = None, *,
     if range_key:
         attrs[range_key] = UnicodeAttribute(range_key=True)
     index: GlobalSecondaryIndex[Any] = type(f"Index_{name}", (GlobalSecondaryIndex,), attrs)()
+    index.laned = laned  # type: ignore[attr-defined]
     return index
 
 
@@ -126,11 +128,13 @@ class CustomerRow(Model):
     by_email = _index("by_email", "email", "inserted_at")
     by_currency = _index("by_currency", "currency", "inserted_at")
     by_processor_id = _index("by_processor_id", "processor_id")
-    by_inserted = _index("by_inserted", "list_key", "inserted_at")
+    # Every customer, newest first, over lanes (laned("customer", pk)); projects what its filters read.
+    by_inserted_lane = _index("by_inserted_lane", "list_lane", "inserted_at", laned=True,
+                              projection=IncludeProjection(["deleted_at"]))
 
     pk = UnicodeAttribute(hash_key=True)
     kind = UnicodeAttribute(default="customer")
-    list_key = UnicodeAttribute(default="customer")
+    list_lane = UnicodeAttribute(null=True)
     owner_type = UnicodeAttribute(null=True)
     owner_id = UnicodeAttribute(null=True)
     owner_key = UnicodeAttribute(null=True)
@@ -223,12 +227,15 @@ class SubscriptionRow(_ProjectionAttributes):
         table_name = _table(SUBSCRIPTIONS_TABLE)
 
     # An index per list filter (GET /v1/subscriptions, /invoices, /charges), newest first.
+    # The status and whole-list ones are laned (billing.data.lanes) and project
+    # keys only: a renewal's update writes no entry unless its status changes.
     by_customer = _index("by_customer", "customer_id", "sort_key")
-    by_status = _index("by_status", "status", "sort_key")
+    by_status_lane = _index("by_status_lane", "status_lane", "sort_key", laned=True, projection=KeysOnlyProjection())
     by_price = _index("by_price", "price_id", "sort_key")
-    by_list = _index("by_list", "list_key", "sort_key")
+    by_list_lane = _index("by_list_lane", "list_lane", "sort_key", laned=True, projection=KeysOnlyProjection())
 
-    list_key = UnicodeAttribute(default="subscription")
+    list_lane = UnicodeAttribute(null=True)
+    status_lane = UnicodeAttribute(null=True)
     # The first item's price and product (`?price=` filters on it); pause_behavior while collection is paused.
     price_id, product_id, pause_behavior = (UnicodeAttribute(null=True) for _ in range(3))
     quantity, current_period_end, trial_end = (NumberAttribute(null=True) for _ in range(3))
@@ -240,11 +247,12 @@ class InvoiceRow(_ProjectionAttributes):
         table_name = _table(INVOICES_TABLE)
 
     by_customer = _index("by_customer", "customer_id", "sort_key")
-    by_status = _index("by_status", "status", "sort_key")
+    by_status_lane = _index("by_status_lane", "status_lane", "sort_key", laned=True, projection=KeysOnlyProjection())
     by_subscription = _index("by_subscription", "subscription_id", "sort_key")
-    by_list = _index("by_list", "list_key", "sort_key")
+    by_list_lane = _index("by_list_lane", "list_lane", "sort_key", laned=True, projection=KeysOnlyProjection())
 
-    list_key = UnicodeAttribute(default="invoice")
+    list_lane = UnicodeAttribute(null=True)
+    status_lane = UnicodeAttribute(null=True)
     subscription_id, billing_reason, currency = (UnicodeAttribute(null=True) for _ in range(3))
     amount_due, amount_paid = NumberAttribute(null=True), NumberAttribute(null=True)
 
@@ -255,9 +263,9 @@ class ChargeRow(_ProjectionAttributes):
 
     by_customer = _index("by_customer", "customer_id", "sort_key")
     by_subscription = _index("by_subscription", "subscription_id", "sort_key")
-    by_list = _index("by_list", "list_key", "sort_key")
+    by_list_lane = _index("by_list_lane", "list_lane", "sort_key", laned=True, projection=KeysOnlyProjection())
 
-    list_key = UnicodeAttribute(default="charge")
+    list_lane = UnicodeAttribute(null=True)
     # subscription_id: through the charge's invoice, when it names one.
     invoice_id, subscription_id, currency = (UnicodeAttribute(null=True) for _ in range(3))
     amount = NumberAttribute(null=True)
@@ -295,6 +303,12 @@ class LedgerRow(Model):
 # -- webhooks: the inbox and the coupon / promotion code projections ------------------
 
 
+# What the by_received index holds beside its keys (template.yaml's NonKeyAttributes):
+# what the webhook-events list shows and the re-drive's condition reads.
+RECEIVED_INDEX_ATTRIBUTES = ("type", "created", "livemode", "object_id", "status", "attempts", "run", "replays",
+                             "error", "received_at", "received_via", "processed_at", "next_attempt_at")
+
+
 class WebhookEventRow(Model):
     """One row per Stripe event id: the raw body as it was signed (kept for
     replay) and where its processing stands.
@@ -314,6 +328,13 @@ class WebhookEventRow(Model):
     # Sparse: only failed and deferred rows carry status_key, so the processed
     # majority never lands in (or heats) the index.
     by_status = _index("by_status", "status_key", "received_at")
+    # Rows waiting for the processor (received: stored, replayed or re-driven,
+    # no outcome yet), by when that run was requested: the stuck re-drive and
+    # the `received` list. Its own lean index (everything but the body, as
+    # template.yaml declares it), so the ack's put adds one small index write
+    # instead of a second copy of the body (by_status projects ALL).
+    by_received = _index("by_received", "received_key", "updated_at", laned=True,
+                         projection=IncludeProjection(list(RECEIVED_INDEX_ATTRIBUTES)))
 
     pk = UnicodeAttribute(hash_key=True)  # the Stripe event id
     type = UnicodeAttribute()
@@ -327,6 +348,7 @@ class WebhookEventRow(Model):
     processed_at = UnicodeAttribute(null=True)
     status = UnicodeAttribute()  # received, processed, ignored, stale, deferred, failed
     status_key = UnicodeAttribute(null=True)
+    received_key = UnicodeAttribute(null=True)  # "received#<lane>" until an outcome is recorded (by_received)
     attempts = NumberAttribute(default=0)
     run = NumberAttribute(default=0)
     run_reason = UnicodeAttribute(null=True)  # replay | redrive, until the run starts
@@ -375,10 +397,13 @@ class PromotionCodeRow(_Watermarked):
 
     by_code = _index("by_code", "code_key")
     by_coupon = _index("by_coupon", "coupon_id", "expires_sort")
-    by_expires_at = _index("by_expires_at", "list_key", "expires_sort")
-    by_times_redeemed = _index("by_times_redeemed", "list_key", "redeemed_sort")
+    # The whole list in either order, laned (billing.data.lanes); they project what its filters read.
+    by_expires_lane = _index("by_expires_lane", "list_lane", "expires_sort", laned=True,
+                             projection=IncludeProjection(["coupon_id", "active"]))
+    by_redeemed_lane = _index("by_redeemed_lane", "list_lane", "redeemed_sort", laned=True,
+                              projection=IncludeProjection(["coupon_id", "active"]))
 
-    list_key = UnicodeAttribute(default="promotion_code")
+    list_lane = UnicodeAttribute(null=True)
     code = UnicodeAttribute(null=True)
     code_key = UnicodeAttribute(null=True)  # code_key_for(code)
     coupon_id = UnicodeAttribute(null=True)

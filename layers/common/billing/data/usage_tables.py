@@ -59,6 +59,13 @@ class MeterEventRow(Model):
     # When the row last became pending (accepted, or retried): the age that
     # decides whether a resend is still inside Stripe's deduplication window.
     pending_since = UnicodeAttribute(null=True)
+    # The identifier Stripe knows the event by: absent while it is the row's
+    # own (pk); a derived one after a retry of an event Stripe rejected
+    # (billing.metering.lifecycle), since Stripe drops a resent identifier.
+    stripe_identifier = UnicodeAttribute(null=True)
+    # A send whose answer never came (timeout, 5xx) may have reached Stripe:
+    # stamped on the failure path only, so a cancel adjusts it at Stripe.
+    maybe_sent_at = UnicodeAttribute(null=True)
     inserted_at = UnicodeAttribute()
     updated_at = UnicodeAttribute()
     lock_version = NumberAttribute(default=1)

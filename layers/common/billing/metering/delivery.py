@@ -47,17 +47,16 @@ from billing.core.settings import DeliverySettings, load
 from billing.data.conditional import refused
 from billing.data.usage_tables import MeterEventRow
 from billing.metering import outbox
-from billing.metering.cancel import cancel_at_stripe
+from billing.metering.cancel import compensate
+from billing.metering.sessions import sessions as sessions  # re-exported: tests clear it
 from billing.processor import get_processor
-from billing.processor.base import MAX_STREAM_EVENTS, unix_seconds
-from billing.processor.errors import SESSION_EXPIRED, ProcessorFailure
+from billing.processor.base import MAX_STREAM_EVENTS
+from billing.processor.errors import SESSION_EXPIRED, ProcessorFailure, is_systemic
 
 REPORTED: Final = "reported"
 FAILED: Final = "failed"
 RETRY: Final = "retry"
 SKIPPED: Final = "skipped"
-# Renew a v2 session this long before Stripe says it expires.
-SESSION_MARGIN_SECONDS: Final = 60.0
 # Stop starting retries when the invocation has less than this left: the
 # outcomes still have to be written.
 DEADLINE_MARGIN_SECONDS: Final = 5.0
@@ -101,6 +100,10 @@ class Pending:
     timestamp: int
     inserted_at: str
     pending_since: str
+    # The identifier Stripe knows it by, if not its own (a retried rejection).
+    stripe_identifier: str | None = None
+    maybe_sent: bool = False  # stamped already: a send may have landed
+    stamp_only: bool = False  # the image of that stamp's own write (outbox.maybe_sent_actions)
 
     @classmethod
     def from_image(cls, image: dict[str, Any]) -> Pending:
@@ -109,7 +112,14 @@ class Pending:
             stripe_customer_id=str(image["stripe_customer_id"]), value=int(image["value"]),
             timestamp=int(image["occurred_ts"]), inserted_at=str(image["inserted_at"]),
             pending_since=str(image.get("pending_since") or image["inserted_at"]),
+            stripe_identifier=str(image["stripe_identifier"]) if image.get("stripe_identifier") else None,
+            maybe_sent=bool(image.get("maybe_sent_at")),
+            stamp_only=str(image.get("maybe_sent_at") or "") > str(image["updated_at"]),
         )
+
+    @property
+    def sent_as(self) -> str:
+        return self.stripe_identifier or self.identifier
 
     def payload(self) -> dict[str, str]:
         # Stripe's meter payload is a map of strings; the value travels as one.
@@ -164,10 +174,17 @@ def _attempt(call: Callable[[], object], settings: DeliveryPolicy, deadline: flo
             call()
             return OK
         except ProcessorFailure as exc:
-            if not exc.transient:
-                return Outcome(FAILED, outbox.safe_error(exc.type, exc.code, exc.message))
-            failure = exc
             sent = sent or _may_have_landed(exc)
+            if is_systemic(exc):
+                # The deployment's key, not the row: every call would fail
+                # alike, so the row waits (pending) until the key is fixed.
+                metrics.add_metric(name="StripeAuthFailures", unit=MetricUnit.Count, value=1)
+                logger.error("Stripe refused the API key; usage left pending until it is fixed",
+                             extra={**context, "status": exc.status, "error_type": exc.type})
+                return Outcome(RETRY, sent=sent)
+            if not exc.transient:
+                return Outcome(FAILED, outbox.safe_error(exc.type, exc.code, exc.message), sent=sent)
+            failure = exc
         if attempt + 1 >= settings.tries:
             break
         # Full jitter: calls that failed together do not come back together.
@@ -181,13 +198,16 @@ def _attempt(call: Callable[[], object], settings: DeliveryPolicy, deadline: flo
     return Outcome(RETRY, sent=sent)
 
 
-def _pending_now(identifiers: Sequence[str]) -> set[str]:
-    """Which of these rows are pending now (a consistent read: the answer to
-    "may this still be sent?" cannot be an older version)."""
+def _pending_now(events: Sequence[Pending]) -> set[str]:
+    """Which of these rows are pending now, still as these images send them
+    (a consistent read: the answer to "may this still be sent?" cannot be an
+    older version; an image from before a retry re-identified it is not)."""
     found: set[str] = set()
-    for chunk in _chunks(list(identifiers), 100):
-        for row in MeterEventRow.batch_get(chunk, consistent_read=True, attributes_to_get=["pk", "stripe_status"]):
-            if row.stripe_status == outbox.PENDING:
+    wanted = {e.identifier: e.sent_as for e in events}
+    for chunk in _chunks(list(wanted), 100):
+        for row in MeterEventRow.batch_get(chunk, consistent_read=True,
+                                           attributes_to_get=["pk", "stripe_status", "stripe_identifier"]):
+            if row.stripe_status == outbox.PENDING and (row.stripe_identifier or row.pk) == wanted[row.pk]:
                 found.add(row.pk)
     return found
 
@@ -212,11 +232,11 @@ def _send_v1(events: Sequence[Pending], settings: DeliveryPolicy, deadline: floa
                 continue
 
             def call(e: Pending = event) -> object:
-                return processor.create_meter_event(event_name=e.event_name, identifier=e.identifier,
+                return processor.create_meter_event(event_name=e.event_name, identifier=e.sent_as,
                                                     timestamp=e.timestamp, payload=e.payload())
 
             def due(e: Pending = event) -> bool:
-                return bool(_pending_now([e.identifier]))
+                return bool(_pending_now([e]))
 
             outcome = _attempt(call, settings, deadline, {"identifier": event.identifier}, due)
             if outcome.kind == RETRY:
@@ -238,35 +258,6 @@ def _send_v1(events: Sequence[Pending], settings: DeliveryPolicy, deadline: floa
 # -- v2 --------------------------------------------------------------------------------------
 
 
-class _SessionCache:
-    """One v2 meter event session per process, renewed shortly before it expires."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._token: str | None = None
-        self._expires = 0.0
-
-    def token(self) -> str:
-        with self._lock:
-            if self._token is None or self._expires - time.time() < SESSION_MARGIN_SECONDS:
-                session = get_processor().create_meter_event_session()
-                self._token = str(session["authentication_token"])
-                self._expires = float(unix_seconds(session["expires_at"]))
-            return self._token
-
-    def invalidate(self, token: str) -> None:
-        with self._lock:
-            if self._token == token:
-                self._token = None
-
-    def clear(self) -> None:
-        with self._lock:
-            self._token, self._expires = None, 0.0
-
-
-sessions = _SessionCache()
-
-
 def _chunks[T](items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -279,7 +270,7 @@ def _send_stream(chunk: Sequence[Pending], settings: DeliveryPolicy, deadline: f
     dropped: dict[str, Outcome] = {}
 
     def due() -> bool:
-        pending = _pending_now([e.identifier for e in sending])
+        pending = _pending_now(sending)
         for event in sending:
             if event.identifier not in pending:
                 dropped[event.identifier] = SKIP
@@ -290,7 +281,7 @@ def _send_stream(chunk: Sequence[Pending], settings: DeliveryPolicy, deadline: f
         token = sessions.token()
         try:
             processor.send_meter_events(session_token=token, events=[
-                {"event_name": e.event_name, "identifier": e.identifier, "timestamp": e.timestamp,
+                {"event_name": e.event_name, "identifier": e.sent_as, "timestamp": e.timestamp,
                  "payload": e.payload()} for e in sending])
         except ProcessorFailure as exc:
             if exc.type == SESSION_EXPIRED:
@@ -324,14 +315,21 @@ def _send_v2(events: Sequence[Pending], settings: DeliveryPolicy, deadline: floa
 def _actions(event: Pending, outcome: Outcome, at: str) -> list[Any]:
     if outcome.kind == REPORTED:
         return outbox.reported_actions(at)
-    return outbox.failed_actions(event.identifier, outcome.error or {}, at, count_attempt=outcome.attempted)
+    if outcome.kind == RETRY:  # left pending, but a send may have landed
+        return outbox.maybe_sent_actions(at)
+    actions = outbox.failed_actions(event.identifier, outcome.error or {}, at, count_attempt=outcome.attempted)
+    # failed_actions bumps the version already: only the stamp is added.
+    return actions + outbox.maybe_sent_actions(at)[:1] if outcome.sent else actions
 
 
 def _update_one(event: Pending, outcome: Outcome, at: str) -> bool:
-    """One conditional UpdateItem (1 write unit): False if the row is no longer pending."""
+    """One conditional UpdateItem (1 write unit): False if the row is no
+    longer pending as this image sent it (Stripe did not take that send)."""
+    sent_as = (MeterEventRow.stripe_identifier == event.stripe_identifier if event.stripe_identifier
+               else MeterEventRow.stripe_identifier.does_not_exist())
     try:
         MeterEventRow(pk=event.identifier).update(actions=_actions(event, outcome, at),
-                                                  condition=MeterEventRow.stripe_status == outbox.PENDING)
+                                                  condition=(MeterEventRow.stripe_status == outbox.PENDING) & sent_as)
     except UpdateError as exc:
         if not refused(exc):
             raise
@@ -348,19 +346,6 @@ def _record(done: Sequence[tuple[Pending, Outcome]], at: str) -> list[tuple[Pend
     with ThreadPoolExecutor(max_workers=min(WRITERS, len(done))) as pool:
         applied = list(pool.map(lambda item: _update_one(item[0], item[1], at), done))
     return [item for item, ok in zip(done, applied, strict=True) if ok]
-
-
-def _compensate(events: Sequence[Pending]) -> None:
-    """Rows whose event went out to Stripe and that turned out canceled (the
-    cancel came while the call was on its way): cancel them at Stripe too."""
-    if not events:
-        return
-    rows = {r.pk: r for r in MeterEventRow.batch_get([e.identifier for e in events], consistent_read=True,
-                                                      attributes_to_get=["pk", "stripe_status"])}
-    for event in events:
-        row = rows.get(event.identifier)
-        if row is not None and row.stripe_status == outbox.CANCELED:
-            cancel_at_stripe(event.identifier, event.event_name, raced=True)
 
 
 def _latency_ms(inserted_at: str, reported_at: str) -> float:
@@ -383,14 +368,18 @@ def deliver(events: Sequence[Pending], *, deadline: float, settings: DeliveryPol
     if to_send:
         send = _send_v2 if settings.mode == "v2" else _send_v1
         outcomes.update(send(to_send, settings, deadline))
-    finished = [(e, outcomes[e.identifier]) for e in events if outcomes[e.identifier].kind in (REPORTED, FAILED)]
+    # Deferred rows whose send may have landed are stamped so, once (the
+    # failure path's only extra write): a cancel then adjusts them at Stripe.
+    finished = [(e, outcomes[e.identifier]) for e in events if outcomes[e.identifier].kind in (REPORTED, FAILED)
+                or (outcomes[e.identifier].kind == RETRY and outcomes[e.identifier].sent and not e.maybe_sent)]
     at = clock.iso()
     applied = _record(finished, at)
     landed = {e.identifier for e, _ in applied}
     # A call that went out and whose row was not recorded (canceled since,
     # or left pending): if the row is canceled now, Stripe must not bill it.
-    _compensate([e for e in events if outcomes[e.identifier].sent and e.identifier not in landed
-                 and outcomes[e.identifier].kind in (REPORTED, SKIPPED, RETRY)])
+    compensate([(e.identifier, e.event_name, e.sent_as) for e in events
+                if outcomes[e.identifier].sent and e.identifier not in landed])
+    applied = [(e, o) for e, o in applied if o.kind != RETRY]
     reported = [e for e, o in applied if o.kind == REPORTED]
     failed = [(e, o) for e, o in applied if o.kind == FAILED]
     if reported:
@@ -417,6 +406,7 @@ def handle_stream(event: dict[str, Any], context: LambdaContext) -> PartialItemF
     """Deliver the batch, then let Powertools report the records to deliver again."""
     parsed: dict[str, Pending | None] = {}
     unique: dict[str, Pending] = {}
+    stamps: set[str] = set()
     for raw in event.get("Records") or []:
         record = DynamoDBRecord(raw)
         stream = record.dynamodb
@@ -427,6 +417,11 @@ def handle_stream(event: dict[str, Any], context: LambdaContext) -> PartialItemF
             logger.error("stream record is not a usage row", extra={"sequence_number": seq})
             parsed[seq] = None
             continue
+        if pending.stamp_only:
+            # The maybe-sent stamp's own record: the record whose send failed
+            # is being delivered again already; this one is not another.
+            stamps.add(seq)
+            continue
         parsed[seq] = pending
         # A row can appear twice in a batch (inserted, then swept or retried):
         # send it once, as its latest image describes it.
@@ -436,7 +431,10 @@ def handle_stream(event: dict[str, Any], context: LambdaContext) -> PartialItemF
 
     def record_handler(record: DynamoDBRecord) -> None:
         stream = record.dynamodb
-        pending = parsed.get(str(stream.sequence_number) if stream is not None else "")
+        seq = str(stream.sequence_number) if stream is not None else ""
+        if seq in stamps:
+            return
+        pending = parsed.get(seq)
         if pending is None:
             raise MalformedRecord("stream record is not a usage row")
         if outcomes[pending.identifier].kind == RETRY:

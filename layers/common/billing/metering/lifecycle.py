@@ -6,7 +6,7 @@ carries the status and `failed_at`, for whoever publishes `usage.failed`."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from pynamodb.exceptions import UpdateError
 from pynamodb.expressions.update import Action
@@ -25,10 +25,14 @@ from billing.metering.outbox import (
     PENDING,
     failed_actions,
     load,
+    resend_identifier,
+    row_identifier,
     safe_error,
     status_key,
     to_api,
 )
+
+METER_ERROR: Final = "meter_error"  # stripe_error.type of a row Stripe rejected after taking it
 
 
 def retry(identifier: str, actor: Actor) -> dict[str, Any]:
@@ -36,6 +40,10 @@ def retry(identifier: str, actor: Actor) -> dict[str, Any]:
 
     The retried row is flagged in by_status as pending ("pending#<shard>"):
     it is off the happy path, and its acceptance is long behind the sweeper.
+    A row Stripe rejected after taking it (a meter error) is resent under a
+    new identifier (`stripe_identifier`): Stripe would drop the old one as a
+    duplicate. Other failures never reached Stripe's meter (or a person
+    checked a stale one): the same identifier goes again.
     """
     row = load(identifier)
     if row.stripe_status != FAILED:
@@ -47,6 +55,9 @@ def retry(identifier: str, actor: Actor) -> dict[str, Any]:
         MeterEventRow.reported_at.remove(), MeterEventRow.stripe_error.remove(), MeterEventRow.failed_at.remove(),
         MeterEventRow.pending_since.set(at), MeterEventRow.updated_at.set(at), MeterEventRow.lock_version.add(1),
     ]
+    if (row.stripe_error or {}).get("type") == METER_ERROR:
+        # Stripe bills nothing of the old identifier: the new one was never sent.
+        actions += [MeterEventRow.stripe_identifier.set(resend_identifier(row)), MeterEventRow.maybe_sent_at.remove()]
     try:
         row.update(actions=actions, condition=(MeterEventRow.stripe_status == FAILED)
                    & (MeterEventRow.lock_version == row.lock_version))
@@ -65,10 +76,14 @@ def fail_from_meter_error(identifier: str, code: str | None, message: str | None
     """Stripe rejected an accepted event after the fact: the row becomes failed
     (even if it was reported). False when there is no such row, or it is
     already failed, or canceled (Stripe bills a canceled event no more)."""
-    error = safe_error("meter_error", code, message)
+    error = safe_error(METER_ERROR, code, message)
 
     def attempt() -> bool:
-        row = find(MeterEventRow, identifier)
+        row = find(MeterEventRow, row_identifier(identifier))
+        if row is not None and (row.stripe_identifier or row.pk) != identifier:
+            # About a send the row has since replaced: that one stands.
+            logger.info("meter error names an earlier identifier of the row", extra={"identifier": identifier})
+            return False
         if row is None:
             logger.warning("meter error names an unknown identifier", extra={"identifier": identifier})
             return False
@@ -76,7 +91,7 @@ def fail_from_meter_error(identifier: str, code: str | None, message: str | None
             return False
         # Conditional on the version read: the reporter may move it meanwhile.
         try:
-            row.update(actions=failed_actions(identifier, error, clock.iso(), count_attempt=False),
+            row.update(actions=failed_actions(row.pk, error, clock.iso(), count_attempt=False),
                        condition=MeterEventRow.lock_version == row.lock_version)
         except UpdateError as exc:
             if refused(exc):

@@ -57,7 +57,7 @@ def handle_meter_error_event(event_id: str, event_type: str, actor: Actor) -> in
         if identifier in seen:
             continue
         seen.add(identifier)
-        if not outbox.IDENTIFIER.match(identifier):
+        if not outbox.IDENTIFIER.match(outbox.row_identifier(identifier)):
             logger.warning("meter error names an identifier this service never accepts",
                            extra={"event_id": event_id})
             continue

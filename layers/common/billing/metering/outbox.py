@@ -23,6 +23,7 @@ touches no index key and no projected attribute.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import zlib
 from typing import Any, Final
@@ -30,6 +31,9 @@ from typing import Any, Final
 from pynamodb.expressions.update import Action
 
 from billing.core.errors import ValidationFailed
+from billing.core.lanes import LANES as CORE_LANES
+from billing.core.lanes import all_lanes as all_lanes
+from billing.core.lanes import lane_of
 from billing.data.reads import load as load_row
 from billing.data.usage_tables import MeterEventRow
 from billing.processor.errors import MAX_MESSAGE_LENGTH
@@ -53,7 +57,7 @@ STATUS_SHARDS: Final = 8
 # DynamoDB takes 1,000 write units a second per partition key: 16 lanes take
 # 16,000 accepted events a second in all, and one customer's 2,000 a second
 # puts about 125 on each.
-LANES: Final = 16
+LANES: Final = CORE_LANES
 
 
 def _hash(identifier: str) -> int:
@@ -65,12 +69,8 @@ def shard(identifier: str) -> int:
 
 
 def lane(identifier: str) -> str:
-    # Its own bits of the hash, so lanes and status shards are independent.
-    return f"{(_hash(identifier) >> 8) % LANES:02d}"
-
-
-def all_lanes() -> list[str]:
-    return [f"{n:02d}" for n in range(LANES)]
+    # Its own bits of the hash (billing.core.lanes), so lanes and status shards are independent.
+    return lane_of(identifier)
 
 
 def status_key(status: str, identifier: str) -> str:
@@ -89,7 +89,8 @@ def to_api(row: MeterEventRow) -> dict[str, Any]:
         "stripe_customer_id": row.stripe_customer_id, "event_name": row.event_name, "value": int(row.value),
         "occurred_at": row.occurred_at, "operation_id": row.operation_id, "stripe_status": row.stripe_status,
         "reported_at": row.reported_at, "canceled_at": row.canceled_at, "stripe_error": row.stripe_error,
-        "attempts": int(row.attempts or 0), "inserted_at": row.inserted_at, "updated_at": row.updated_at,
+        "attempts": int(row.attempts or 0), "stripe_identifier": row.stripe_identifier or row.pk,
+        "inserted_at": row.inserted_at, "updated_at": row.updated_at,
     }
 
 
@@ -129,6 +130,48 @@ def failed_actions(identifier: str, error: dict[str, Any], at: str, *, count_att
     if count_attempt:
         actions.append(MeterEventRow.attempts.add(1))
     return actions
+
+
+# A resend's identifier: the row's own, then "#r" and the resend's number.
+# "#" is outside the identifiers callers may choose, so a derived one never
+# equals a caller's; Stripe takes up to 100 characters.
+RESEND_MARK: Final = "#r"
+MAX_STRIPE_IDENTIFIER: Final = 100
+
+
+def resend_identifier(row: MeterEventRow) -> str:
+    """A new identifier for an event Stripe rejected after taking it (a meter
+    error): Stripe drops an identifier it saw within about 24 hours, and
+    replays the first answer to a resent idempotency key, so a resend under
+    the old one would be counted reported without being billed."""
+    current = row.stripe_identifier or row.pk
+    base, _, number = current.partition(RESEND_MARK)
+    suffix = f"{RESEND_MARK}{int(number or 0) + 1}"
+    if len(base) + len(suffix) > MAX_STRIPE_IDENTIFIER:
+        # Too long to carry whole: a digest (a meter error naming it then
+        # cannot be traced back to the row; it is logged).
+        base = "h" + hashlib.sha256(base.encode()).hexdigest()[:40]
+    return base + suffix
+
+
+def row_identifier(stripe_identifier: str) -> str:
+    """The row a Stripe identifier belongs to (its own, or a resend's)."""
+    return stripe_identifier.partition(RESEND_MARK)[0]
+
+
+def maybe_sent_actions(at: str) -> list[Action]:
+    """A send whose answer never came may have reached Stripe (the first such
+    time is kept). updated_at is left as it was on purpose: a stream record
+    whose maybe_sent_at is newer than its updated_at is this stamp's own, and
+    the reporter does not deliver it again (the record that failed is being
+    retried already). A cancel conditions on the stamp's absence instead of
+    the version (billing.metering.cancel)."""
+    return [MeterEventRow.maybe_sent_at.set(MeterEventRow.maybe_sent_at | at)]
+
+
+def maybe_sent(row: MeterEventRow) -> bool:
+    """Whether Stripe may hold the row's event (as it now identifies it)."""
+    return row.stripe_status == REPORTED or row.maybe_sent_at is not None
 
 
 def canceled_actions(at: str) -> list[Action]:

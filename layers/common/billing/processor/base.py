@@ -28,11 +28,13 @@ OBJECT_TYPES: Final = frozenset(
 )
 
 # What list_objects lists: Stripe's list endpoints the backfill and the events poll
-# read (billing.sync). Payment methods are listed per customer (params["customer"]):
+# read (billing.sync), and invoice payments (from 2025-03-31.basil a charge names no
+# invoice: params {"payment": {"type": "payment_intent", "payment_intent": ...}}
+# find its). Payment methods are listed per customer (params["customer"]):
 # Stripe lists no account-wide payment methods for payments.
 LIST_TYPES: Final = frozenset(
     {"customer", "payment_method", "subscription", "invoice", "charge", "coupon", "promotion_code", "price",
-     "product", "event"}
+     "product", "event", "invoice_payment"}
 )
 # Stripe's largest page.
 MAX_LIST_LIMIT: Final = 100
@@ -89,8 +91,9 @@ class Processor(Protocol):
     def create_meter_event(
         self, *, event_name: str, identifier: str, timestamp: int, payload: dict[str, str]
     ) -> JSONDict:
-        """v1 billing.meter_events. `identifier` is also the idempotency key, so a
-        resend is answered with the first result instead of counting twice."""
+        """v1 billing.meter_events. The idempotency key is derived from
+        `identifier` (billing.processor.keys.meter_event_key), so a resend is
+        answered with the first result instead of counting twice."""
         ...
 
     def create_meter_event_session(self) -> JSONDict:
@@ -106,6 +109,14 @@ class Processor(Protocol):
         """GET /v2/core/events/{id}: the full event behind a thin webhook."""
         ...
 
+    def list_v2_events(self, *, types: list[str], created_gte: int, created_lte: int, limit: int) -> JSONDict:
+        """GET /v2/core/events: the v2 (thin) events of these types created in
+        [created_gte, created_lte] (unix seconds, sent as RFC 3339), newest
+        first as Stripe lists them, following next_page_url up to `limit`
+        events: `{"data": [...], "has_more": bool}` (has_more: the walk
+        stopped at `limit`, so the list may go on)."""
+        ...
+
     def cancel_meter_event(self, *, event_name: str, identifier: str, idempotency_key: str) -> JSONDict:
         """POST /v1/billing/meter_event_adjustments, `type: cancel` by identifier:
         Stripe stops counting the event. Stripe takes it within 24 hours of
@@ -113,13 +124,20 @@ class Processor(Protocol):
         ...
 
     def meter_event_summaries(
-        self, *, event_name: str, customer_id: str, start_time: int, end_time: int
+        self, *, event_name: str, customer_id: str, start_time: int, end_time: int,
+        value_grouping_window: str | None = None,
     ) -> JSONDict:
         """The meter whose `event_name` this is (GET /v1/billing/meters), then its
         event summaries for one customer (GET /v1/billing/meters/{id}/event_summaries,
         start inclusive, end exclusive, both on minute boundaries), every page:
         `{"meter": <billing.meter>, "data": [<billing.meter_event_summary>, ...]}`.
+        `value_grouping_window` "hour" or "day": one summary per window (the
+        bounds aligned to it), else one for the range.
         No meter with that event name: a 404 `resource_missing`."""
+        ...
+
+    def find_meter(self, event_name: str) -> JSONDict:
+        """The active billing.meter whose event name this is; none: a 404 `resource_missing`."""
         ...
 
     def retrieve_object(self, object_type: str, object_id: str) -> JSONDict:

@@ -54,6 +54,19 @@ def is_transient(status: int | None, error_type: str, code: str | None) -> bool:
     return error_type == SESSION_EXPIRED
 
 
+# Refusals that say the deployment's key is wrong (rotated, revoked, or
+# missing a permission), not that the request is: every call fails alike
+# until the key is fixed, so the work waits instead of failing.
+_SYSTEMIC_STATUSES = frozenset({401, 403})
+
+
+def is_systemic(failure: ProcessorFailure) -> bool:
+    """Whether a failure is the deployment's, not the request's (a 401 or
+    403 other than an expired v2 meter session): retry later, never fail
+    the row or event for it."""
+    return failure.status in _SYSTEMIC_STATUSES and failure.type != SESSION_EXPIRED
+
+
 class ProcessorFailure(Exception):
     """A processor call failed. Safe to log and to store (see `to_safe_dict`)."""
 

@@ -24,6 +24,7 @@ from billing.processor.base import (
     rfc3339,
 )
 from billing.processor.errors import INVALID_REQUEST, ProcessorFailure, from_stripe_error
+from billing.processor.keys import meter_event_key
 
 if TYPE_CHECKING:
     import stripe
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
         SubscriptionCreateParams,
         SubscriptionUpdateParams,
     )
+    from stripe.params.billing import MeterEventSummaryListParams
     from stripe.params.billing_portal import SessionCreateParams as PortalSessionCreateParams
     from stripe.params.checkout import SessionCreateParams
     from stripe.params.v2.billing import MeterEventStreamCreateParams
@@ -178,10 +180,10 @@ class StripeProcessor:
                 "timestamp": timestamp,
                 "payload": {str(k): str(v) for k, v in payload.items()},
             },
-            # The identifier doubles as the idempotency key: a resend after a
-            # lost response replays Stripe's first answer instead of failing
-            # on the duplicate identifier.
-            {"idempotency_key": identifier},
+            # Derived from the identifier (under its operation's prefix): a
+            # resend after a lost response replays Stripe's first answer
+            # instead of failing on the duplicate identifier.
+            {"idempotency_key": meter_event_key(identifier)},
         )
         return _to_dict(event)
 
@@ -208,6 +210,19 @@ class StripeProcessor:
     def retrieve_v2_event(self, event_id: str) -> JSONDict:
         return _to_dict(self._call(self._client.v2.core.events.retrieve, event_id))
 
+    def list_v2_events(self, *, types: list[str], created_gte: int, created_lte: int, limit: int) -> JSONDict:
+        def walk() -> JSONDict:
+            page = self._client.v2.core.events.list(
+                {"types": list(types), "created": {"gte": rfc3339(created_gte), "lte": rfc3339(created_lte)}})
+            found: list[JSONDict] = []
+            for event in page.auto_paging_iter():  # next_page_url, page after page
+                found.append(_to_dict(event))
+                if len(found) == limit:  # stop before asking for a page past the budget
+                    return {"object": "list", "data": found, "has_more": True}
+            return {"object": "list", "data": found, "has_more": False}
+
+        return self._call(walk)
+
     def cancel_meter_event(self, *, event_name: str, identifier: str, idempotency_key: str) -> JSONDict:
         adjustment = self._call(
             self._client.v1.billing.meter_event_adjustments.create,
@@ -217,18 +232,26 @@ class StripeProcessor:
         return _to_dict(adjustment)
 
     def meter_event_summaries(
-        self, *, event_name: str, customer_id: str, start_time: int, end_time: int
+        self, *, event_name: str, customer_id: str, start_time: int, end_time: int,
+        value_grouping_window: str | None = None,
     ) -> JSONDict:
         meter = self._meter(event_name)
+        params: dict[str, Any] = {"customer": customer_id, "start_time": start_time, "end_time": end_time,
+                                  "limit": 100}
+        if value_grouping_window is not None:
+            params["value_grouping_window"] = value_grouping_window
         summaries = self._call(
             self._client.v1.billing.meters.event_summaries.list,
             str(meter["id"]),
-            {"customer": customer_id, "start_time": start_time, "end_time": end_time, "limit": 100},
+            cast("MeterEventSummaryListParams", params),
         )
         # One summary for the whole range without value_grouping_window; the
         # SDK pages through anything more.
         data = [_to_dict(s) for s in self._call(lambda: list(summaries.auto_paging_iter()))]
         return {"meter": meter, "data": data}
+
+    def find_meter(self, event_name: str) -> JSONDict:
+        return self._meter(event_name)
 
     def _meter(self, event_name: str) -> JSONDict:
         """The active meter with this event name; meters do not change their
@@ -350,7 +373,7 @@ class StripeProcessor:
             "customer": v1.customers.list, "payment_method": v1.payment_methods.list,
             "subscription": v1.subscriptions.list, "invoice": v1.invoices.list, "charge": v1.charges.list,
             "coupon": v1.coupons.list, "promotion_code": v1.promotion_codes.list, "price": v1.prices.list,
-            "product": v1.products.list, "event": v1.events.list,
+            "product": v1.products.list, "event": v1.events.list, "invoice_payment": v1.invoice_payments.list,
         }
         query: JSONDict = {**(params or {}), "limit": limit}
         if object_type == "subscription":

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from billing.core import clock
+from billing.data.lanes import laned
 from billing.data.tables import PromotionCodeRow
 from billing.processor.fields import boolean, integer, mapping, metadata, number, reference, text
 
@@ -38,6 +39,7 @@ def promotion_code(obj: dict[str, Any], event_type: str, row: Any) -> dict[str, 
         "expires_sort": PromotionCodeRow.expires_sort_for(expires_at, obj["id"]),
         "times_redeemed": times_redeemed,
         "redeemed_sort": PromotionCodeRow.redeemed_sort_for(times_redeemed, obj["id"]),
+        "list_lane": laned("promotion_code", obj["id"]),
         "max_redemptions": integer(obj.get("max_redemptions")),
         "processor_customer_id": reference(obj.get("customer")), "metadata": metadata(obj),
     }

@@ -36,16 +36,16 @@ def list_codes(*, active: bool | None, code: str | None, coupon: str | None, sor
     elif coupon is not None and sort == "expires_at":
         index, hash_value = "by_coupon", coupon
     else:
-        index = "by_expires_at" if sort == "expires_at" else "by_times_redeemed"
+        index = "by_expires_lane" if sort == "expires_at" else "by_redeemed_lane"
         hash_value = LIST_KEY
         if coupon is not None:
             narrow(PromotionCodeRow.coupon_id == coupon)
     if active is not None:
         narrow(PromotionCodeRow.active == active)
     scope = f"promotion_codes:{index}:{hash_value}:{order}"
-    rows, next_cursor = pagination.query_page(PromotionCodeRow, getattr(PromotionCodeRow, index), hash_value,
-                                              scope=scope, limit=limit, cursor=cursor, condition=condition,
-                                              newest_first=order != "asc")
+    page = pagination.laned_page if hash_value == LIST_KEY else pagination.query_page
+    rows, next_cursor = page(PromotionCodeRow, getattr(PromotionCodeRow, index), hash_value, scope=scope,
+                             limit=limit, cursor=cursor, condition=condition, newest_first=order != "asc")
     return [to_api(r) for r in rows], next_cursor
 
 

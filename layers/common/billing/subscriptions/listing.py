@@ -47,13 +47,27 @@ def get_subscription(subscription_id: str) -> dict[str, Any]:
     return subscription_to_api(row)
 
 
+def get_invoice(invoice_id: str) -> dict[str, Any]:
+    row = find(InvoiceRow, invoice_id)
+    if row is None:
+        raise NotFound(f"invoice {invoice_id} not found")
+    return invoice_to_api(row)
+
+
+def get_charge(charge_id: str) -> dict[str, Any]:
+    row = find(ChargeRow, charge_id)
+    if row is None:
+        raise NotFound(f"charge {charge_id} not found")
+    return charge_to_api(row)
+
+
 def list_subscriptions(*, customer_id: str | None, status: str | None, price: str | None, limit: int,
                        cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
     rows, next_cursor = pagination.filtered_page(
         SubscriptionRow, [("customer_id", SubscriptionRow.by_customer), ("price_id", SubscriptionRow.by_price),
-                          ("status", SubscriptionRow.by_status)],
+                          ("status", SubscriptionRow.by_status_lane)],
         {"customer_id": customer_id, "price_id": price, "status": status},
-        everything=(SubscriptionRow.by_list, "subscription"), name="subscriptions", limit=limit, cursor=cursor)
+        everything=(SubscriptionRow.by_list_lane, "subscription"), name="subscriptions", limit=limit, cursor=cursor)
     return [subscription_to_api(r) for r in rows], next_cursor
 
 
@@ -61,9 +75,9 @@ def list_invoices(*, customer_id: str | None, status: str | None, subscription: 
                   cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
     rows, next_cursor = pagination.filtered_page(
         InvoiceRow, [("subscription_id", InvoiceRow.by_subscription), ("customer_id", InvoiceRow.by_customer),
-                     ("status", InvoiceRow.by_status)],
+                     ("status", InvoiceRow.by_status_lane)],
         {"customer_id": customer_id, "subscription_id": subscription, "status": status},
-        everything=(InvoiceRow.by_list, "invoice"), name="invoices", limit=limit, cursor=cursor)
+        everything=(InvoiceRow.by_list_lane, "invoice"), name="invoices", limit=limit, cursor=cursor)
     return [invoice_to_api(r) for r in rows], next_cursor
 
 
@@ -72,5 +86,5 @@ def list_charges(*, customer_id: str | None, subscription: str | None, limit: in
     rows, next_cursor = pagination.filtered_page(
         ChargeRow, [("subscription_id", ChargeRow.by_subscription), ("customer_id", ChargeRow.by_customer)],
         {"customer_id": customer_id, "subscription_id": subscription},
-        everything=(ChargeRow.by_list, "charge"), name="charges", limit=limit, cursor=cursor)
+        everything=(ChargeRow.by_list_lane, "charge"), name="charges", limit=limit, cursor=cursor)
     return [charge_to_api(r) for r in rows], next_cursor

@@ -70,6 +70,11 @@ class Imported(Fetched):
     def skip_unchanged(self, last_event_id: str | None) -> bool:
         return True
 
+    def refetch(self, object_type: str, object_id: str, fallback: dict[str, Any]) -> dict[str, Any]:
+        # A page was read over a walk that takes time: in the watermark's second
+        # Stripe's current object decides, as for a webhook's same-second event.
+        return Context.refetch(self, object_type, object_id, fallback)
+
     @contextmanager
     def transaction(self) -> Iterator[TransactWrite]:
         with super().transaction() as tw:
@@ -150,6 +155,10 @@ def run_step(run_id: str, record_step: int) -> dict[str, Any] | None:
     # to list otherwise (403: this key may not read it; 404 or 400: a
     # Stripe-compatible server without that list) ends with that error on
     # its progress, and the run goes on with the next type.
+    # The watermark is taken before the walk (up to 100 list calls for payment
+    # methods): a change Stripe makes meanwhile, and its webhook, are then newer
+    # than what the walk read, or in its second (re-fetched), never older.
+    at = int(time.time())
     try:
         page, more, cursor = _page(object_type, int(row.page_size), entry["cursor"])
     except ProcessorFailure as failure:
@@ -162,7 +171,6 @@ def run_step(run_id: str, record_step: int) -> dict[str, Any] | None:
         written = backfill_runs.checkpoint(row, object_type, {}, cursor=entry["cursor"], done=True,
                                            last_error=refusal)
         return {"object_type": object_type, "skipped": True, "checkpointed": written}
-    at = int(time.time())
     actor = Actor("system", run_id)
     fetch_id = f"{run_id}.{record_step}"
     counts = dict.fromkeys(backfill_runs.COUNTS, 0)

@@ -18,7 +18,8 @@ ledger row that carries one is published without it (and logged, by key
 name only).
 
 Usage events are their own records, not ledger rows, and are not published
-one by one (usage.* ledger rows still written by older code are skipped);
+one by one (usage.* ledger rows still written by older code are skipped,
+but for `usage.drift_detected`: a reconciliation run's drifted bucket);
 a usage event that ends `failed` is, from the meter_events stream, so the
 service that reported it can react:
 
@@ -41,6 +42,8 @@ from billing.core.pii import PII_KEYS
 SOURCE: Final = "billing-functions"
 USAGE_FAILED: Final = "usage.failed"
 USAGE_PREFIX: Final = "usage."
+# A reconciliation run's finding (billing.metering.reconciliation): a ledger row, published.
+USAGE_DRIFT_DETECTED: Final = "usage.drift_detected"
 
 # The ledger row's columns, as the detail carries them (pk and sk are its
 # DynamoDB keys: subject_type#subject_id and inserted_at#id, nothing new).
@@ -113,7 +116,7 @@ def from_ledger(image: Mapping[str, Any] | None) -> DomainEvent | None:
     if not image or not isinstance(image.get("type"), str) or not image.get("id"):
         raise Unpublishable("a ledger stream record without a new image, a type or an id")
     row_type = str(image["type"])
-    if row_type.startswith(USAGE_PREFIX):
+    if row_type.startswith(USAGE_PREFIX) and row_type != USAGE_DRIFT_DETECTED:
         return None
     detail: dict[str, Any] = {column: _plain(image.get(column)) for column in LEDGER_COLUMNS}
     dropped: set[str] = set()

@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError
 from billing.core import clock
 from billing.core.aws import LazyClient
 from billing.core.errors import BadRequest, Unavailable
+from billing.core.lanes import laned
 from billing.core.observability import logger
 from billing.data.cancellation import retryable_dynamodb_code
 
@@ -117,6 +118,11 @@ def put_once(delivery: Delivery, table: str, *, via: str) -> bool:
         "received_via": {"S": via},
         "updated_at": {"S": now},
         "status": {"S": "received"},
+        # Keys the row into the lean by_received index until the processor
+        # records an outcome: a row whose processing dies is found there and
+        # re-driven (store.redrive_stuck). Same PutItem, one small index write,
+        # on one of the lanes so a burst of deliveries heats no single key.
+        "received_key": {"S": laned("received", delivery.id)},
         "attempts": {"N": "0"},
         "run": {"N": "0"},
         "replays": {"N": "0"},

@@ -42,8 +42,8 @@ from billing.data.transactions import retry_on_conflict
 from billing.processor.fields import integer, mapping, reference, text
 from billing.promotions import columns as promotion_columns
 from billing.promotions.guards import add_code_guard
+from billing.subscriptions import charges, summary
 from billing.subscriptions import columns as subscription_columns
-from billing.subscriptions import summary
 from billing.webhooks import store
 from billing.webhooks.context import Context, Deferred, Handler, order
 
@@ -79,6 +79,9 @@ class Spec:
     # What else the change writes, in the same transaction (after the row's own save).
     also: Callable[[TransactWrite, Any], None] | None = None
     id_field: str = "id"  # the object's key (an entitlement summary is its customer's)
+    # Whether the object as the event carries it is all of it; if not, the
+    # processor's whole object is fetched (an entitlement summary's first page).
+    whole: Callable[[dict[str, Any]], bool] | None = None
 
 
 SPECS = (
@@ -89,13 +92,13 @@ SPECS = (
          also=summary.add_subscription, events=tuple(
         f"customer.subscription.{verb}"
         for verb in ("created", "updated", "deleted", "paused", "resumed", "trial_will_end"))),
-    Spec("invoice", InvoiceRow, subscription_columns.invoice, linked=True, events=tuple(
+    Spec("invoice", InvoiceRow, subscription_columns.invoice, linked=True, also=charges.link_charges, events=tuple(
         f"invoice.{verb}"
         for verb in ("created", "updated", "finalized", "paid", "payment_failed", "voided", "marked_uncollectible"))),
     Spec("charge", ChargeRow, subscription_columns.charge, linked=True, events=tuple(
         f"charge.{verb}" for verb in ("succeeded", "failed", "refunded", "updated"))),
     Spec("entitlements.active_entitlement_summary", EntitlementRow, subscription_columns.entitlements, linked=True,
-         also=summary.add_entitlements, id_field="customer",
+         also=summary.add_entitlements, id_field="customer", whole=subscription_columns.entitlements_whole,
          events=("entitlements.active_entitlement_summary.updated",)),
     Spec("price", PriceRow, catalog_columns.price, events=("price.created", "price.updated", "price.deleted")),
     Spec("product", ProductRow, catalog_columns.product,
@@ -165,6 +168,9 @@ def apply(ctx: Context, spec: Spec, fetched: dict[str, Any] | None = None, *,
                 if ctx.already_applied(row.last_stripe_event_id):
                     return ctx.finish(store.PROCESSED)
                 current = ctx.refetch(spec.object_type, object_id, fallback=obj)
+        if spec.whole is not None and not spec.whole(current):
+            # The re-fetch follows the list to its end (at least as new as the event).
+            current = ctx.refetch(spec.object_type, object_id, fallback=current)
         now = clock.iso()
         if row is None:
             row = spec.model(pk=object_id, inserted_at=now)

@@ -1,5 +1,6 @@
 """The webhook processor's entry points: a batch of stream records, or the
-schedule that re-drives deferred events.
+schedule that re-drives deferred events whose backoff has elapsed and
+events stuck `received` (their processor died before recording an outcome).
 
 Each record is one event run (its key and the `run` of its new image); the
 outcome lives on the event's row, so the record handler needs nothing else.
@@ -16,6 +17,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from billing.core.settings import WebhookProcessorSettings, load
 from billing.webhooks import reconcile, store
 
 # A batch where every record failed is still answered with its failures (not
@@ -37,4 +39,5 @@ def handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         return dict(process_partial_response(event=event, record_handler=record_handler, processor=_batch,
                                              context=context))
     # The schedule (an EventBridge "Scheduled Event").
-    return {"redriven": store.redrive_due()}
+    stuck_after = load(WebhookProcessorSettings).webhook_stuck_after_seconds
+    return {"redriven": store.redrive_due(), "stuck_redriven": store.redrive_stuck(stuck_after)}

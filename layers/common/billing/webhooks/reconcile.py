@@ -38,7 +38,7 @@ from billing.core.errors import DomainError
 from billing.core.observability import logger, metrics
 from billing.data.tables import WebhookEventRow
 from billing.metering.meter_errors import METER_ERROR_EVENT_TYPES, handle_meter_error_event
-from billing.processor.errors import ProcessorFailure
+from billing.processor.errors import ProcessorFailure, is_systemic
 from billing.webhooks import checkout, customers, objects, store, thin
 from billing.webhooks.context import Context, Deferred, Handler, Malformed
 
@@ -117,6 +117,15 @@ def _measure(row: WebhookEventRow, outcome: str) -> None:
             metrics.add_metric(name="WebhookProcessingLag", unit=MetricUnit.Seconds, value=max(0.0, lag))
 
 
+def _fail(row: WebhookEventRow, exc: Exception) -> None:
+    """Recorded first (the row says failed, with a safe error); the caller
+    re-raises so the stream retries the record and finally dead-letters it."""
+    store.fail(row, safe_error(exc))
+    _measure(row, store.FAILED)
+    logger.exception("webhook event failed", extra={"event_id": row.pk, "event_type": row.type,
+                                                    "error_type": type(exc).__name__})
+
+
 def process(event_id: str, record_run: int) -> str | None:
     """Apply one event; the outcome status, or None if there was nothing to do."""
     row = store.load(event_id)
@@ -150,13 +159,22 @@ def process(event_id: str, record_run: int) -> str | None:
                                                                   "code": bad.code})
         _measure(row, store.FAILED)
         return store.FAILED
+    except ProcessorFailure as failure:
+        if not is_systemic(failure):
+            _fail(row, failure)
+            raise
+        # The deployment's Stripe key was refused (401/403): the event is not
+        # at fault. It waits (deferred, re-driven on schedule) for the key to
+        # be fixed instead of failing after the stream's few quick retries.
+        metrics.add_metric(name="StripeAuthFailures", unit=MetricUnit.Count, value=1)
+        logger.error("Stripe refused the API key; webhook event deferred until it is fixed",
+                     extra={"event_id": event_id, "event_type": row.type, "status": failure.status})
+        try:
+            outcome = store.defer(row, "stripe_key", "stripe_api_key", error=failure.to_safe_dict())
+        except store.Superseded:
+            return None
     except Exception as exc:
-        # Recorded first (the row says failed, with a safe error), then raised
-        # so the stream retries the record and finally dead-letters it.
-        store.fail(row, safe_error(exc))
-        _measure(row, store.FAILED)
-        logger.exception("webhook event failed", extra={"event_id": event_id, "event_type": row.type,
-                                                        "error_type": type(exc).__name__})
+        _fail(row, exc)
         raise
     logger.info("webhook event reconciled", extra={"event_id": event_id, "event_type": row.type,
                                                    "status": outcome})

@@ -12,21 +12,27 @@ Statuses: received (waiting for the processor), processed, ignored (a type
 we do not project), stale (older than the projection), deferred (its parent
 is not here yet; re-driven with backoff), failed (with a sanitized error).
 Only failed and deferred rows carry `status_key`, the sparse index's key.
+Received rows carry `received_key` (the by_received index, by when the run
+was requested) until an outcome is written: a run whose processor died
+before recording one (timeout, out of memory, a crash) leaves it there, and
+the schedule re-drives it once it has waited `stuck_after` seconds.
 """
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
 from pynamodb.exceptions import UpdateError
 from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
 
 from billing.core import clock
 from billing.core.errors import NotFound, ValidationFailed
-from billing.core.observability import logger
+from billing.core.lanes import all_lanes, laned
+from billing.core.observability import logger, metrics
 from billing.data import pagination
 from billing.data.reads import find
 from billing.data.tables import WebhookEventRow
@@ -34,7 +40,7 @@ from billing.data.tables import WebhookEventRow
 RECEIVED, PROCESSED, IGNORED, STALE, DEFERRED, FAILED = (
     "received", "processed", "ignored", "stale", "deferred", "failed")
 STATUSES = (RECEIVED, PROCESSED, IGNORED, STALE, DEFERRED, FAILED)
-LISTABLE = (FAILED, DEFERRED)  # the statuses the sparse index holds
+LISTABLE = (FAILED, DEFERRED, RECEIVED)  # by_status holds failed and deferred; by_received, received
 FINISHED = (PROCESSED, IGNORED, STALE)
 
 # Finished rows expire after this long: far beyond Stripe's 3 days of
@@ -93,8 +99,12 @@ def list_by_status(status: str, *, limit: int, cursor: str | None) -> tuple[list
     if status not in LISTABLE:
         raise ValidationFailed(f"status must be one of {', '.join(LISTABLE)}", {"status": "not listable"})
     scope = f"webhook_events:{status}"
-    rows, next_cursor = pagination.query_page(WebhookEventRow, WebhookEventRow.by_status, status, scope=scope,
-                                              limit=limit, cursor=cursor)
+    if status == RECEIVED:
+        rows, next_cursor = pagination.laned_page(WebhookEventRow, WebhookEventRow.by_received, RECEIVED,
+                                                  scope=scope, limit=limit, cursor=cursor)
+    else:
+        rows, next_cursor = pagination.query_page(WebhookEventRow, WebhookEventRow.by_status, status,
+                                                  scope=scope, limit=limit, cursor=cursor)
     return [to_api(r) for r in rows], next_cursor
 
 
@@ -118,6 +128,7 @@ def replay(event_id: str) -> dict[str, Any]:
     except that an event already applied is re-fetched instead of skipped."""
     E = WebhookEventRow
     actions: list[Action] = [E.run.add(1), E.replays.add(1), E.run_reason.set("replay"), E.status.set(RECEIVED),
+               E.received_key.set(laned(RECEIVED, event_id)),
                E.deferrals.set(0), E.updated_at.set(clock.iso()), E.status_key.remove(), E.error.remove(),
                E.expires_at.remove(), E.next_attempt_at.remove(), E.waiting_for.remove(), E.processed_at.remove()]
     row = _conditional_update(event_id, actions, E.pk.exists())
@@ -127,10 +138,12 @@ def replay(event_id: str) -> dict[str, Any]:
     return to_api(row)
 
 
-def _redrive(row: WebhookEventRow) -> bool:
+def _redrive(row: WebhookEventRow, status: str = DEFERRED) -> bool:
+    """A new run of a row still in `status` at the run it was read at (the
+    same run counter and stream filter as a replay)."""
     E = WebhookEventRow
     actions: list[Action] = [E.run.add(1), E.run_reason.set("redrive"), E.updated_at.set(clock.iso())]
-    return _conditional_update(row.pk, actions, (E.status == DEFERRED) & (E.run == row.run)) is not None
+    return _conditional_update(row.pk, actions, (E.status == status) & (E.run == row.run)) is not None
 
 
 def _redrive_where(condition: Any) -> int:
@@ -156,6 +169,26 @@ def redrive_waiting(parent_id: str) -> int:
     return count
 
 
+def redrive_stuck(stuck_after_seconds: float) -> int:
+    """Re-drive every row still `received` `stuck_after_seconds` after its run
+    was requested (stored, replayed or re-driven): its processor died before
+    recording an outcome, and the stream has given the record up or will.
+    A row the stream is merely slow to reach is re-driven too: harmless, as
+    its older record then finds a newer run and does nothing."""
+    # On the clock updated_at is written with (milliseconds), not whole seconds.
+    cutoff = clock.iso(clock.now() - timedelta(seconds=stuck_after_seconds))
+    E = WebhookEventRow
+    count = 0
+    for lane in all_lanes():
+        for row in E.by_received.query(f"{RECEIVED}#{lane}", E.updated_at <= cutoff, limit=REDRIVE_BATCH):
+            count += int(_redrive(row, RECEIVED))
+    if count:
+        metrics.add_metric(name="WebhooksRedriven", unit=MetricUnit.Count, value=count)
+        logger.warning("stuck webhook events re-driven", extra={"count": count,
+                                                               "stuck_after_s": stuck_after_seconds})
+    return count
+
+
 # -- outcomes (the processor) -------------------------------------------------------------
 
 
@@ -173,7 +206,7 @@ def should_run(row: WebhookEventRow, record_run: int) -> bool:
 def _outcome_actions(status: str) -> list[Action]:
     E = WebhookEventRow
     actions: list[Action] = [E.status.set(status), E.attempts.add(1), E.updated_at.set(clock.iso()),
-                             E.run_reason.remove()]
+                             E.run_reason.remove(), E.received_key.remove()]
     if status in FINISHED:
         actions += [E.processed_at.set(clock.iso()), E.expires_at.set(_now() + FINISHED_TTL_SECONDS),
                     E.status_key.remove(), E.error.remove(), E.next_attempt_at.remove(), E.waiting_for.remove()]
@@ -201,19 +234,20 @@ def fail(row: WebhookEventRow, error: dict[str, Any]) -> None:
         logger.info("failed attempt superseded by a newer run", extra={"event_id": row.pk})
 
 
-def defer(row: WebhookEventRow, parent_kind: str, parent_id: str) -> str:
-    """Wait for a missing parent: deferred with backoff, failed after MAX_DEFERRALS."""
+def defer(row: WebhookEventRow, parent_kind: str, parent_id: str, *, error: dict[str, Any] | None = None) -> str:
+    """Wait for a missing parent (or, with `error`, for what it says: a
+    Stripe key fixed): deferred with backoff, failed after MAX_DEFERRALS."""
     E = WebhookEventRow
     deferrals = int(row.deferrals or 0) + 1
     if deferrals > MAX_DEFERRALS:
-        fail(row, {"type": "parent_missing", "code": f"{parent_kind}_not_found",
-                   "message": f"{parent_kind} {parent_id} was still unknown after {MAX_DEFERRALS} attempts"})
+        fail(row, error or {"type": "parent_missing", "code": f"{parent_kind}_not_found",
+                            "message": f"{parent_kind} {parent_id} was still unknown after {MAX_DEFERRALS} attempts"})
         return FAILED
     delay = min(DEFER_CAP_SECONDS, DEFER_BASE_SECONDS * 2 ** (deferrals - 1))
     actions: list[Action] = [*_outcome_actions(DEFERRED), E.status_key.set(DEFERRED), E.deferrals.set(deferrals),
                E.waiting_for.set(parent_id), E.next_attempt_at.set(_now() + delay),
-               E.error.set({"type": "parent_missing", "code": f"{parent_kind}_not_found",
-                            "message": f"waiting for {parent_kind} {parent_id}"})]
+               E.error.set(error or {"type": "parent_missing", "code": f"{parent_kind}_not_found",
+                                     "message": f"waiting for {parent_kind} {parent_id}"})]
     if _conditional_update(row.pk, actions, E.run == row.run) is None:
         raise Superseded(row.pk)
     logger.info("webhook event deferred", extra={"event_id": row.pk, "waiting_for": parent_id,

@@ -47,6 +47,8 @@ class MeterEvent(ResponseModel):
     canceled_at: str | None
     stripe_error: StripeError | None
     attempts: int
+    stripe_identifier: str = Field(description="The identifier Stripe knows the event by: `identifier`, or a "
+                                   "derived one after a retry of an event Stripe rejected (a meter error)")
     inserted_at: str
     updated_at: str
 

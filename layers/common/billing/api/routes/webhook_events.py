@@ -62,10 +62,12 @@ def get_webhook_event(event_id: str) -> Response[WebhookEvent]:
     return http.respond(WebhookEvent, 200, store.get(http.path_param(router, "event_id", event_id)))
 
 
-@router.get("/v1/webhook-events", summary="Failed (or deferred) webhook events, newest first", tags=["webhooks"],
+@router.get("/v1/webhook-events", summary="Failed, deferred or received webhook events, newest first",
+            tags=["webhooks"],
             responses={200: success("A page of events"), **error_responses(422)})
 def list_webhook_events(
-    status: Annotated[Literal["failed", "deferred"], Query(description="served by a sparse index")] = "failed",
+    status: Annotated[Literal["failed", "deferred", "received"],
+                      Query(description="served by a sparse index (received: waiting for the processor)")] = "failed",
     limit: PageSize = 20,
     cursor: Cursor = None,
 ) -> Response[WebhookEventList]:

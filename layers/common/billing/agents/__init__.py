@@ -1,0 +1,1 @@
+"""The MCP server for agents (DESIGN.md section 11)."""
