@@ -412,6 +412,10 @@ def test_ledger_rows_are_complete_and_newest_first(api: Client) -> None:
     settled(api)  # the processor's customer.created webhook settles before the updates
     for i in range(3):
         api.patch(f"/v1/customers/{cid}", {"name": f"n{i}"})
+        # Each PATCH's own customer.updated settles before the next: otherwise its
+        # same-second re-fetch may meet the next PATCH already at Stripe and record
+        # that newer state as Stripe's (a webhook row), which is right but not this test.
+        settled(api)
     rows = events_of(api, cid)
     assert kinds(rows) == [("customer.updated", "api")] * 3 + [("customer.created", "api")]
     assert [r["inserted_at"] for r in rows] == sorted((r["inserted_at"] for r in rows), reverse=True)
