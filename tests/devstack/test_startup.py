@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -96,8 +97,12 @@ def test_ctrl_c_stops_cleanly(target: str) -> None:
 
     env = {**os.environ, "PORT": "0"}
     command = ["-m", "devstack", "run"] if target == "process" else ["-c", RUN_WITH_CTRL_C_ON_A_THREAD]
+    # stderr (the stack's log) to a file, stdout read through its one reader to
+    # the end: "stopping..." may come in the same pipe read as "Ctrl-C stops.",
+    # and communicate() would miss what readline() had already buffered.
+    errors = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in the finally below)
     proc = subprocess.Popen([sys.executable, *command], cwd=ROOT, env=env,  # noqa: S603 (our interpreter, fixed code)
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=errors, text=True)
     assert proc.stdout is not None
     try:
         deadline = time.monotonic() + 120
@@ -111,7 +116,10 @@ def test_ctrl_c_stops_cleanly(target: str) -> None:
         assert any("curl -s http://127.0.0.1:" in line for line in lines)
         if target == "process":
             proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        out = proc.stdout.read()
+        errors.seek(0)
+        err = errors.read()
         assert proc.returncode == 0, err
         assert "stopping" in out
         assert "Traceback" not in err
@@ -119,6 +127,7 @@ def test_ctrl_c_stops_cleanly(target: str) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        errors.close()
 
 
 def test_ready_only_once_the_seeded_catalog_is_projected() -> None:
