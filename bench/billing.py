@@ -29,17 +29,26 @@ def _counted(counter: CountingProxy, url: str) -> tuple[dict[str, int], list[int
     return {op: n for op, n in counter.counts.items() if op not in STREAM_OPERATIONS}, statuses
 
 
+def subscribed_owner(base: str) -> tuple[str, dict[str, Any]]:
+    """A new owner (type Bench) with a customer, a card and an active Pro
+    subscription: its id and its customer."""
+    owner_id = str(uuid.uuid4())
+    customer: dict[str, Any] = requests.put(f"{base}/v1/owners/Bench/{owner_id}/customer", json={},
+                                            timeout=30).json()
+    pm = requests.post(f"{base}/v1/customers/{customer['id']}/payment-methods",
+                       json={"payment_method_id": "pm_card_visa"}, timeout=30).json()["id"]
+    (price,) = requests.get(f"{base}/v1/prices", params={"lookup_key": "pro_monthly"}, timeout=30).json()["data"]
+    subscription = requests.post(f"{base}/v1/customers/{customer['id']}/subscriptions", timeout=30, json={
+        "items": [{"price": price["id"]}], "default_payment_method": pm, "payment_behavior": "allow_incomplete"})
+    assert subscription.status_code == 201, subscription.text
+    return owner_id, customer
+
+
 def run() -> list[dict[str, Any]]:
     with counted_stack(concurrency=2) as (stack, counter):
         base = stack.url
-        owner = f"/v1/owners/Bench/{uuid.uuid4()}"
-        customer = requests.put(f"{base}{owner}/customer", json={}, timeout=30).json()
-        pm = requests.post(f"{base}/v1/customers/{customer['id']}/payment-methods",
-                           json={"payment_method_id": "pm_card_visa"}, timeout=30).json()["id"]
-        (price,) = requests.get(f"{base}/v1/prices", params={"lookup_key": "pro_monthly"}, timeout=30).json()["data"]
-        subscription = requests.post(f"{base}/v1/customers/{customer['id']}/subscriptions", timeout=30, json={
-            "items": [{"price": price["id"]}], "default_payment_method": pm, "payment_behavior": "allow_incomplete"})
-        assert subscription.status_code == 201, subscription.text
+        owner_id, _ = subscribed_owner(base)
+        owner = f"/v1/owners/Bench/{owner_id}"
         assert stack.settle(60), "the Fake's webhooks did not settle"
         answer = requests.get(f"{base}{owner}/billing", timeout=30).json()
         assert answer["subscriptions"] and answer["entitlements"], answer

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from typing import Any
 
 import requests
 
-from bench.billing import READ_OPERATIONS, STREAM_OPERATIONS
+from bench.billing import READ_OPERATIONS, STREAM_OPERATIONS, subscribed_owner
 from bench.proxy import CountingProxy, counted_stack
 
 CALLS = int(os.environ.get("BENCH_MCP_CALLS", "10"))
@@ -42,14 +41,7 @@ def _counted(counter: CountingProxy, url: str, name: str, arguments: dict[str, A
 def run() -> list[dict[str, Any]]:
     with counted_stack(concurrency=2) as (stack, counter):
         base, mcp = stack.url, f"{stack.url}/v1/mcp"
-        owner = str(uuid.uuid4())
-        customer = requests.put(f"{base}/v1/owners/Bench/{owner}/customer", json={}, timeout=30).json()
-        pm = requests.post(f"{base}/v1/customers/{customer['id']}/payment-methods",
-                           json={"payment_method_id": "pm_card_visa"}, timeout=30).json()["id"]
-        (price,) = requests.get(f"{base}/v1/prices", params={"lookup_key": "pro_monthly"}, timeout=30).json()["data"]
-        subscription = requests.post(f"{base}/v1/customers/{customer['id']}/subscriptions", timeout=30, json={
-            "items": [{"price": price["id"]}], "default_payment_method": pm, "payment_behavior": "allow_incomplete"})
-        assert subscription.status_code == 201, subscription.text
+        owner, customer = subscribed_owner(base)
         usage = requests.put(f"{base}/v1/usage/bench-mcp-{owner}", timeout=30, json={
             "event_name": "api_requests", "value": 1, "customer_id": customer["id"]})
         assert usage.status_code in (200, 202), usage.text

@@ -23,7 +23,7 @@ from typing import Final
 
 from pynamodb.expressions.condition import Condition
 
-from billing.core.errors import ValidationFailed
+from billing.data import lanes as data_lanes
 from billing.data import pagination
 from billing.data.usage_tables import MeterEventRow
 from billing.metering.outbox import all_lanes
@@ -93,14 +93,9 @@ def newest_first(*, scope: str, cursor: str | None, limit: int, keep: Callable[[
 
 
 def check_positions(state: object) -> dict[str, Position]:
-    """A walk's positions as a cursor held them (422 if they are not a walk's)."""
-    lanes = all_lanes()
-    if not isinstance(state, dict) or set(state) != set(lanes) or not all(
-            value is None or value == _DONE or (isinstance(value, list) and len(value) == 2
-                                               and all(isinstance(v, str) and v for v in value))
-            for value in state.values()):
-        raise ValidationFailed("cursor is not one this list issued", {"cursor": "invalid"})
-    return state
+    """A walk's positions as a cursor held them (422 if they are not a walk's):
+    the same positions as every laned list's (billing.data.lanes)."""
+    return data_lanes.check_positions(state, all_lanes())
 
 
 def walk(positions: dict[str, Position], *, limit: int, keep: Callable[[MeterEventRow], bool],
