@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 MODULES = ["bench.imports", "bench.metering", "bench.webhooks", "bench.eventbridge", "bench.billing", "bench.mcp",
-           "bench.reconciliation"]
+           "bench.reconciliation", "bench.renewals"]
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
