@@ -43,6 +43,11 @@ def _row_bytes(row: Any) -> int:
 
 
 def run() -> list[dict[str, Any]]:
+    import sys
+
+    # In process, as the reconciler runs: the layer's package on the path (make bench sets none).
+    if str(ROOT / "layers" / "common") not in sys.path:
+        sys.path.insert(0, str(ROOT / "layers" / "common"))
     import boto3
     from moto import mock_aws
 
