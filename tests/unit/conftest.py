@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -68,3 +69,13 @@ def fake(aws: None) -> Iterator[FakeProcessor]:
     set_processor(processor)
     yield processor
     set_processor(None)
+
+
+@pytest.fixture
+def measured(fake: FakeProcessor) -> Iterator[dict[str, Any]]:
+    """The metrics emitted during the test (Powertools' metric set), cleared before and after."""
+    from billing.core.observability import metrics
+
+    metrics.clear_metrics()
+    yield metrics.metric_set
+    metrics.clear_metrics()

@@ -8,23 +8,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from billing.core.observability import metrics
 from billing.webhooks import ingest, reconcile, store
-from devstack.fake_stripe import FakeProcessor
 
 pytestmark = pytest.mark.unit
-
-
-@pytest.fixture
-def measured(fake: FakeProcessor) -> Iterator[dict[str, Any]]:
-    metrics.clear_metrics()
-    yield metrics.metric_set
-    metrics.clear_metrics()
 
 
 def stored(event_id: str, body: Any, type_: str = "ping.unknown") -> None:

@@ -17,7 +17,7 @@ index entry. The page's rows are then read whole, in one batch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -124,12 +124,17 @@ def merge(positions: Mapping[str, Position], read: LaneRead, *, limit: int, budg
         entry = lane.buffer.pop(0)
         handed[lane.name] = list(entry)
         entries.append(entry)
+    return entries, resume_positions(((lane.name, bool(lane.buffer), lane.more, lane.fetched_to) for lane in lanes),
+                                     handed)
+
+
+def resume_positions(lanes: Iterable[tuple[str, bool, bool, Position]], handed: Mapping[str, Position]
+                     ) -> dict[str, Position] | None:
+    """Where a merged walk goes on from, per lane (name, entries read but not
+    handed out, more to read, read up to): after the last entry handed out
+    while some are left over, after the last read otherwise, or done. None:
+    every lane is done."""
     state: dict[str, Position] = {}
-    for lane in lanes:
-        if lane.buffer:
-            state[lane.name] = handed[lane.name]
-        elif lane.more:
-            state[lane.name] = lane.fetched_to
-        else:
-            state[lane.name] = _DONE
-    return entries, None if all(value == _DONE for value in state.values()) else state
+    for name, left_over, more, fetched_to in lanes:
+        state[name] = handed[name] if left_over else fetched_to if more else _DONE
+    return None if all(value == _DONE for value in state.values()) else state

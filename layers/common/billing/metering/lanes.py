@@ -135,13 +135,7 @@ def walk(positions: dict[str, Position], *, limit: int, keep: Callable[[MeterEve
             row = rows.get(candidate.pk)
             if row is not None and keep(row):
                 page.append(row)
-    state: dict[str, Position] = {}
-    for lane in lanes:
-        if lane.buffer or lane.name in leftover:
-            state[lane.name] = handed[lane.name]
-        elif lane.more:
-            state[lane.name] = lane.fetched_to
-        else:
-            state[lane.name] = _DONE
-    return page, None if all(value == _DONE for value in state.values()) else state
+    return page, data_lanes.resume_positions(
+        ((lane.name, bool(lane.buffer) or lane.name in leftover, lane.more, lane.fetched_to) for lane in lanes),
+        handed)
 
